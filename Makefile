@@ -1,0 +1,31 @@
+# The two Quickstart commands: `make demo` (set up, then the main job) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ENV_ID ?= RNP-CIFAR10-v0
+
+# Beside a project checkout the real CIFAR-10/MNIST subsets live in ../shared/data; use them when
+# present (a user's machine downloads the full datasets with torchvision instead).
+SHARED_DATA := $(abspath ../shared/data)
+ifneq ($(wildcard $(SHARED_DATA)/cifar10-subset.npz),)
+export PRUNE_GYM_DATA ?= $(SHARED_DATA)
+endif
+
+.PHONY: install demo test lint
+install: $(BIN)/prune-gym
+
+$(BIN)/prune-gym: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: install
+	$(BIN)/prune-gym envs
+	$(BIN)/prune-gym pretrain $(ENV_ID)
+	$(BIN)/prune-gym bench $(ENV_ID) --json bench.json
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check prune_gym agents baselines tests

@@ -1,0 +1,131 @@
+"""The ``prune-gym`` command line: ``envs``, ``pretrain``, ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from prune_gym.registry import ENV_TABLE, get_entry
+
+
+def parse_env_kwargs(pairs: list[str]) -> dict[str, Any]:
+    """``["k=8", "split=test", "data_root=/x.npz"]`` → kwargs; values are JSON where they parse, else strings."""
+    kwargs: dict[str, Any] = {}
+    for pair in pairs:
+        name, separator, text = pair.partition("=")
+        if not separator or not name:
+            raise SystemExit(f"--env-kwargs expects key=value pairs, got {pair!r}.")
+        try:
+            kwargs[name] = json.loads(text)
+        except json.JSONDecodeError:
+            kwargs[name] = text
+    return kwargs
+
+
+def _write_json(figures: dict[str, Any], path: str | None) -> None:
+    if path:
+        Path(path).write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"wrote {path}")
+
+
+def command_envs(args: argparse.Namespace) -> None:
+    width = max(len(entry.id) for entry in ENV_TABLE)
+    for entry in ENV_TABLE:
+        print(f"{entry.id:<{width}}  {entry.description}")
+
+
+def command_pretrain(args: argparse.Namespace) -> None:
+    """Pretrain (or load from the cache) the backbone of ENV_ID; print test accuracy per uniform width."""
+    import gymnasium as gym
+    import torch
+
+    from prune_gym.data import normalize
+    from prune_gym.pruning.runtime import uniform_decision
+
+    import prune_gym  # noqa: F401 - registers the ids
+
+    get_entry(args.env_id)
+    env = gym.make(args.env_id, **parse_env_kwargs(args.env_kwargs))
+    core = env.unwrapped._core
+    core.load()
+    runtime, dataset = core.runtime, core.dataset
+    images, labels = dataset.split(args.split, core.settings.val_fraction)
+    rows = []
+    with torch.inference_mode():
+        for action in range(runtime.k):
+            correct, macs = 0, 0
+            for start in range(0, len(labels), 1000):
+                batch = normalize(images[start:start + 1000].to(runtime.device), dataset)
+                logits, batch_macs, _ = runtime(batch, uniform_decision(action))
+                correct += int((logits.argmax(1).cpu() == labels[start:start + 1000]).sum())
+                macs = int(batch_macs[0])
+            rows.append({"groups": action + 1, "accuracy": correct / len(labels), "macs": macs,
+                         "macs_fraction": macs / runtime.macs_full})
+    print(f"{args.env_id}: backbone {core.settings.backbone}, k={runtime.k}, {dataset.name} from {dataset.source}")
+    print(f"pretraining: {core.pretrain_metrics}")
+    print(f"{args.split} accuracy at uniform widths ({len(labels)} images):")
+    print("| groups kept | accuracy | MACs/image | MAC fraction |\n|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['groups']}/{runtime.k} | {100 * row['accuracy']:.2f} % | {row['macs'] / 1e6:.2f} M "
+              f"| {row['macs_fraction']:.3f} |")
+    _write_json({"env_id": args.env_id, "split": args.split, "pretrain": core.pretrain_metrics, "widths": rows},
+                args.json)
+
+
+def command_bench(args: argparse.Namespace) -> None:
+    import prune_gym  # noqa: F401
+    from prune_gym.bench import bench_rnp
+
+    entry = get_entry(args.env_id)
+    if not entry.id.startswith("RNP-"):
+        raise SystemExit(f"bench measures the RNP environments; {entry.id} is not one.")
+    figures = bench_rnp(entry.id, num_envs=args.num_envs, episodes=args.episodes,
+                        env_kwargs=parse_env_kwargs(args.env_kwargs))
+    print(json.dumps(figures, indent=2))
+    _write_json(figures, args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prune-gym", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    envs = commands.add_parser("envs", help="list every registered environment id")
+    envs.set_defaults(run=command_envs)
+
+    pretrain = commands.add_parser("pretrain", help="pretrain and cache an environment's backbone now")
+    pretrain.add_argument("env_id")
+    pretrain.add_argument("--split", default="test", choices=("train", "val", "test"),
+                          help="split on which to report accuracy per width (default: test)")
+    pretrain.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE")
+    pretrain.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    pretrain.set_defaults(run=command_pretrain)
+
+    bench = commands.add_parser("bench", help="throughput and latency figures of an RNP environment")
+    bench.add_argument("env_id")
+    bench.add_argument("--num-envs", type=int, default=256)
+    bench.add_argument("--episodes", type=int, default=20, help="episodes of the native env to time")
+    bench.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE")
+    bench.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    bench.set_defaults(run=command_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as error:  # the library's errors already say what to do; no traceback wall
+        from prune_gym.data import DatasetNotFoundError
+
+        if isinstance(error, (DatasetNotFoundError, ValueError, TypeError)) or type(error).__name__ == "UnregisteredEnv":
+            sys.exit(f"prune-gym: error: {error}")
+        raise
+
+
+if __name__ == "__main__":
+    main()

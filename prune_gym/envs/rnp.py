@@ -1,0 +1,455 @@
+"""Runtime Neural Pruning (Lin et al., NeurIPS 2017) as a Gymnasium environment.
+
+:class:`RNPEnv` is one image per episode; :class:`RNPVectorEnv` steps many images in lockstep
+through the same batched core (:class:`_RNPCore`), so the two agree by construction and the
+vector env runs at most ``k`` sliced convolutions per layer step for the whole batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from prune_gym.data import SPLITS, ImageDataset, normalize
+from prune_gym.models.grouped_cnn import GroupedCNN, get_backbone_spec
+from prune_gym.pruning.runtime import DecisionFunction, RuntimePrunedNet
+from prune_gym.training import (
+    BackboneRequest,
+    PretrainBudget,
+    evaluate_classifier,
+    pretrained_backbone,
+    resolve_device,
+    train_loop,
+)
+
+REWARD_MODES = ("rnp", "macs")
+
+# Defaults of the reward (see "Rewards" in RNPEnv's docstring for why these values).
+DEFAULT_GROUP_PENALTY = -0.1
+DEFAULT_CE_WEIGHT = 1.0
+DEFAULT_MAC_WEIGHT = 1.0
+
+
+@dataclass(frozen=True)
+class RNPSettings:
+    """Validated constructor arguments shared by the single and the vector environment."""
+
+    dataset: str
+    backbone: str
+    k: int
+    dropout: float
+    split: str
+    reward_mode: str
+    group_penalty: float
+    ce_weight: float
+    mac_weight: float
+    data_root: str | None
+    pretrain_steps: int
+    backbone_seed: int
+    val_fraction: float
+    device: str
+
+    def __post_init__(self) -> None:
+        spec = get_backbone_spec(self.backbone)
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}.")
+        if self.reward_mode not in REWARD_MODES:
+            raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {self.reward_mode!r}.")
+        narrowest = min(spec.widths)
+        if not isinstance(self.k, int) or not 1 <= self.k <= narrowest:
+            raise ValueError(
+                f"k={self.k!r} channel groups do not fit backbone {self.backbone!r}, whose narrowest layer has "
+                f"{narrowest} channels: choose an integer k in 1..{narrowest}."
+            )
+        if self.pretrain_steps < 1:
+            raise ValueError(f"pretrain_steps must be ≥ 1, got {self.pretrain_steps}.")
+
+    @property
+    def spec(self):
+        return get_backbone_spec(self.backbone)
+
+    def request(self) -> BackboneRequest:
+        return BackboneRequest(self.dataset, self.backbone, self.k, self.dropout, self.backbone_seed,
+                               self.val_fraction, PretrainBudget(steps=self.pretrain_steps))
+
+
+def observation_space_for(settings: RNPSettings) -> spaces.Box:
+    """The Box of :class:`RuntimePrunedNet`'s observation, known before any weights load."""
+    spec = settings.spec
+    size = max(spec.widths) + (len(spec.widths) - 1) + 1
+    # Pooled post-ReLU activations and the MAC fraction are ≥ 0; the one-hot is 0/1.
+    return spaces.Box(low=0.0, high=np.inf, shape=(size,), dtype=np.float32)
+
+
+# Shared, read-only runtimes: many envs of one process (e.g. 256 in a SyncVectorEnv) reuse one
+# folded copy of the pretrained weights instead of folding their own.
+_SHARED_RUNTIMES: weakref.WeakKeyDictionary[GroupedCNN, RuntimePrunedNet] = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class _EpisodeBatch:
+    """State of a batch of episodes advancing in lockstep."""
+
+    image_indices: torch.Tensor
+    labels: torch.Tensor
+    activations: torch.Tensor
+    widths: torch.Tensor
+    macs: torch.Tensor
+    params: torch.Tensor
+    decision: int = 0
+
+
+class _RNPCore:
+    """Lazily loaded backbone, data and runtime, and the batched episode mechanics."""
+
+    def __init__(self, settings: RNPSettings):
+        self.settings = settings
+        self.ready = False
+
+    def load(self) -> None:
+        if self.ready:
+            return
+        settings = self.settings
+        self.device = resolve_device(settings.device)
+        backbone, self.pretrain_metrics, self.dataset = pretrained_backbone(
+            settings.request(), settings.data_root, settings.device)
+        self.backbone = backbone
+        if backbone not in _SHARED_RUNTIMES:
+            _SHARED_RUNTIMES[backbone] = RuntimePrunedNet(backbone, self.dataset.image_shape)
+        self.runtime = _SHARED_RUNTIMES[backbone]
+        self.owns_backbone = False
+        images, labels = self.dataset.split(settings.split, settings.val_fraction)
+        self.images, self.labels = images.to(self.device), labels.to(self.device)
+        self.params_full = sum(cost.params() for cost in self.runtime.costs)
+        self.ready = True
+
+    @property
+    def num_images(self) -> int:
+        return len(self.labels)
+
+    def begin(self, image_indices: torch.Tensor) -> _EpisodeBatch:
+        images = normalize(self.images[image_indices], self.dataset)
+        activations, widths, macs = self.runtime.stem(images)
+        params = torch.full_like(macs, self.runtime.costs[0].params())
+        return _EpisodeBatch(image_indices, self.labels[image_indices], activations, widths, macs, params)
+
+    def observe(self, batch: _EpisodeBatch) -> np.ndarray:
+        decision = batch.decision if batch.decision < self.runtime.num_decisions else None
+        obs = self.runtime.observation(batch.activations, decision, batch.macs)
+        return obs.cpu().numpy()
+
+    def advance(self, batch: _EpisodeBatch, actions: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+        """Apply ``actions`` (0..k-1) at the current decided layer; returns rewards and, after the
+        last decision, the per-image outcome (the episode-end ``info``)."""
+        settings, runtime = self.settings, self.runtime
+        layer = batch.decision + 1
+        groups = actions + 1
+        previous_widths = batch.widths
+        batch.activations, batch.widths, layer_macs = runtime.layer(layer, batch.activations, batch.widths, groups)
+        batch.params = batch.params + runtime.costs[layer].params(previous_widths, batch.widths)
+        batch.decision += 1
+        last = batch.decision == runtime.num_decisions
+        if last:
+            logits, head_macs = runtime.head(batch.activations, batch.widths)
+            layer_macs = layer_macs + head_macs
+            batch.params = batch.params + runtime.costs[-1].params(batch.widths)
+        batch.macs = batch.macs + layer_macs
+        if settings.reward_mode == "rnp":
+            rewards = actions.double() * settings.group_penalty
+        else:
+            rewards = -settings.mac_weight * layer_macs.double() / runtime.macs_full
+        if not last:
+            return rewards.cpu().numpy(), None
+        cross_entropy = F.cross_entropy(logits.float(), batch.labels, reduction="none").double()
+        rewards = rewards - (settings.ce_weight if settings.reward_mode == "rnp" else 1.0) * cross_entropy
+        outcome = {
+            "macs": batch.macs.cpu().numpy(),
+            "macs_full": np.full(len(actions), runtime.macs_full, dtype=np.int64),
+            "params": batch.params.cpu().numpy(),
+            "params_full": np.full(len(actions), self.params_full, dtype=np.int64),
+            "cross_entropy": cross_entropy.cpu().numpy(),
+            "correct": (logits.argmax(1) == batch.labels).cpu().numpy(),
+            "label": batch.labels.cpu().numpy(),
+            "image_index": batch.image_indices.cpu().numpy(),
+        }
+        return rewards.cpu().numpy(), outcome
+
+    def own_backbone(self) -> GroupedCNN:
+        """Copy-on-write: the first fine-tune gives this env private weights and runtime."""
+        if not self.owns_backbone:
+            self.backbone = copy.deepcopy(self.backbone)
+            self.runtime = RuntimePrunedNet(self.backbone, self.dataset.image_shape)
+            self.owns_backbone = True
+        return self.backbone
+
+    def finetune(self, decide: DecisionFunction, steps: int, batch_size: int, lr: float, seed: int) -> dict[str, float]:
+        """Fine-tune the backbone for ``steps`` Adam steps on the training split under ``decide``."""
+        self.load()
+        backbone = self.own_backbone()
+        settings, runtime = self.settings, self.runtime
+        x_train, y_train = self.dataset.split("train", settings.val_fraction)
+        x_val, y_val = self.dataset.split("val", settings.val_fraction)
+        generator = torch.Generator().manual_seed(seed)
+        optimizer = torch.optim.Adam(backbone.parameters(), lr=lr)
+
+        def train_step(step: int) -> float:
+            # Per-sample widths differ inside a batch, so batch statistics would mix widths: BN
+            # layers keep their pretrained running statistics (eval mode); dropout stays active.
+            for norms in backbone.norms:
+                norms.eval()
+            rows = torch.randint(len(y_train), (batch_size,), generator=generator)
+            images = normalize(x_train[rows].to(self.device), self.dataset)
+            _, _, chosen = runtime(images, decide)
+            loss = F.cross_entropy(backbone(images, chosen), y_train[rows].to(self.device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            runtime.refresh()
+            return loss.item()
+
+        def evaluate() -> dict[str, float]:
+            scores = evaluate_classifier(lambda x: runtime(x, decide)[0], x_val, y_val, self.dataset, self.device)
+            return {"score": scores["accuracy"], "val_accuracy": scores["accuracy"],
+                    "val_cross_entropy": scores["cross_entropy"]}
+
+        result = train_loop(backbone, train_step, evaluate, steps, eval_every=steps, description="fine-tune backbone")
+        runtime.refresh()
+        return {**result.history[-1], "wall_s": result.wall_s}
+
+
+def _settings_from(**kwargs: Any) -> RNPSettings:
+    return RNPSettings(**kwargs)
+
+
+def _env_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` completed with :class:`RNPEnv`'s defaults; unknown names are a clear error."""
+    parameters = dict(inspect.signature(RNPEnv.__init__).parameters)
+    parameters.pop("self")
+    unknown = set(kwargs) - set(parameters)
+    if unknown:
+        raise TypeError(f"Unknown RNP arguments {sorted(unknown)}; valid arguments: {sorted(parameters)}.")
+    return {name: kwargs.get(name, parameter.default) for name, parameter in parameters.items()}
+
+
+class RNPEnv(gym.Env):
+    """Runtime Neural Pruning: per image, per conv layer, keep the first ``a+1`` of ``k`` channel groups.
+
+    ## Description
+    One episode classifies one image. The image passes a pretrained plain CNN (see
+    :mod:`prune_gym.models.grouped_cnn`) layer by layer: the first conv runs in full; before every
+    later conv layer the agent sees the pooled features so far and chooses how many of that layer's
+    ``k`` channel groups to compute. Skipped channels are zeros and cost nothing. After the last
+    decision the classifier runs and the episode ends with the cross-entropy of its prediction.
+
+    ## Action Space
+    ``Discrete(k)``: action ``a`` computes the first ``a + 1`` of ``k`` equal channel groups of the
+    next conv layer (``a = k-1`` is the full layer).
+
+    ## Observation Space
+    ``Box(0, inf, (W + D + 1,), float32)``, ``W`` the widest layer, ``D`` the number of decided layers:
+
+    - ``[0, W)``: global average pool of the previous layer's output (zero-padded to ``W``);
+    - ``[W, W + D)``: one-hot of the layer about to be decided (all zeros in the final observation);
+    - ``[W + D]``: fraction (0–1) of the full network's MACs used so far.
+
+    ## Rewards
+    ``reward_mode="rnp"`` (the paper's): ``a · p`` at every step, and additionally ``−α · CE`` at
+    the last, with ``p = group_penalty`` (negative) and ``α = ce_weight``. Defaults ``p = −0.1``,
+    ``α = 1``: computing all groups at every one of the 3 decided layers of ``cnn4`` costs
+    ``0.9``, of the same order as the cross-entropy gap between the narrowest and the full network
+    on CIFAR-10 (measured per width in the README), so neither "always full" nor "always narrowest"
+    is optimal and the agent must spend groups where they lower the loss.
+    ``reward_mode="macs"``: ``−λ · (MACs of this step / MACs of the full network)`` at every step
+    (``λ = mac_weight``) and additionally ``−CE`` at the last.
+
+    ## Starting State
+    An image drawn uniformly from the chosen split with ``self.np_random`` (or ``options={"image_index": i}``),
+    after the full-width first conv layer.
+
+    ## Episode End
+    Terminates after the decision for the last conv layer (``D`` steps); never truncates.
+    The final ``info`` carries ``macs`` and ``macs_full`` (MACs per image), ``params`` and
+    ``params_full`` (conv/linear weights used), ``cross_entropy`` (nats), ``correct`` (bool),
+    ``label`` and ``image_index``. Every step's ``info`` carries ``macs`` used so far.
+
+    ## Arguments
+    - ``dataset``: ``"cifar10"``, ``"cifar100"``, ``"mnist"`` or ``"synthetic"`` (tests only).
+    - ``backbone``: ``"cnn4"``, ``"cnn6"`` or ``"cnn8"``; ``dropout``: after every layer (0 = none).
+    - ``k``: channel groups per layer (≤ the narrowest layer's channels).
+    - ``split``: ``"train"``, ``"val"`` (a fixed 10 % of the training images) or ``"test"``.
+    - ``reward_mode``, ``group_penalty``, ``ce_weight``, ``mac_weight``: see Rewards.
+    - ``data_root``: ``.npz`` file or data directory (default ``$PRUNE_GYM_DATA`` or ``~/.cache/prune_gym``).
+    - ``pretrain_steps``, ``backbone_seed``: pretraining budget and seed of the backbone (part of
+      its cache key); ``device``: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+
+    ## Version History
+    - v0: initial release.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        dataset: str = "cifar10",
+        backbone: str = "cnn4",
+        k: int = 4,
+        dropout: float = 0.0,
+        split: str = "train",
+        reward_mode: str = "rnp",
+        group_penalty: float = DEFAULT_GROUP_PENALTY,
+        ce_weight: float = DEFAULT_CE_WEIGHT,
+        mac_weight: float = DEFAULT_MAC_WEIGHT,
+        data_root: str | None = None,
+        pretrain_steps: int = PretrainBudget.steps,
+        backbone_seed: int = 0,
+        val_fraction: float = 0.1,
+        device: str = "auto",
+    ):
+        self.settings = _settings_from(
+            dataset=dataset, backbone=backbone, k=k, dropout=dropout, split=split, reward_mode=reward_mode,
+            group_penalty=group_penalty, ce_weight=ce_weight, mac_weight=mac_weight, data_root=data_root,
+            pretrain_steps=pretrain_steps, backbone_seed=backbone_seed, val_fraction=val_fraction, device=device)
+        self.action_space = spaces.Discrete(k)
+        self.observation_space = observation_space_for(self.settings)
+        self._core = _RNPCore(self.settings)
+        self._episode: _EpisodeBatch | None = None
+
+    @property
+    def runtime(self) -> RuntimePrunedNet:
+        """The runtime-pruned network this env steps (loads the backbone on first use)."""
+        self._core.load()
+        return self._core.runtime
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self._core.load()
+        index = (options or {}).get("image_index")
+        if index is None:
+            index = int(self.np_random.integers(self._core.num_images))
+        elif not 0 <= int(index) < self._core.num_images:
+            raise ValueError(f"image_index {index} is outside the {self._core.num_images} images of this split.")
+        self._episode = self._core.begin(torch.tensor([int(index)], device=self._core.device))
+        return self._core.observe(self._episode)[0], {}
+
+    def step(self, action):
+        if self._episode is None:
+            raise RuntimeError("The episode is over (or never started): call reset() before step().")
+        if not self.action_space.contains(action):
+            raise ValueError(
+                f"Invalid action {action!r}: expected an integer in 0..{self.settings.k - 1} "
+                f"(compute action+1 of {self.settings.k} channel groups).")
+        episode = self._episode
+        rewards, outcome = self._core.advance(episode, torch.tensor([int(action)], device=self._core.device))
+        obs = self._core.observe(episode)[0]
+        if outcome is None:
+            return obs, float(rewards[0]), False, False, {"macs": int(episode.macs[0])}
+        self._episode = None
+        info = {key: value[0].item() for key, value in outcome.items()}
+        return obs, float(rewards[0]), True, False, info
+
+    def finetune_backbone(
+        self, decide: DecisionFunction, steps: int, batch_size: int = 128, lr: float = 1e-4, seed: int = 0
+    ) -> dict[str, float]:
+        """Fine-tune this env's backbone for ``steps`` steps under the decision function ``decide``
+        (observations → actions), as RNP alternates with decision-network training. Uses the
+        training split; returns validation accuracy/CE under ``decide``. Other envs are unaffected."""
+        return self._core.finetune(decide, steps, batch_size, lr, seed)
+
+
+class RNPVectorEnv(VectorEnv):
+    """``num_envs`` RNP episodes in lockstep, computed as one batch (the ``vector_entry_point``).
+
+    Sub-environment ``i`` reset with ``seed`` draws the same images as ``RNPEnv`` reset with
+    ``seed + i``, so results match the single env on the same seeds and actions. All episodes have
+    the same length, so they end together and are reset in the same step
+    (``AutoresetMode.SAME_STEP``: the terminal observation and info are in ``info["final_obs"]``
+    and ``info["final_info"]``, as in Gymnasium's own vector envs). Accepts :class:`RNPEnv`'s arguments.
+    """
+
+    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(self, num_envs: int = 256, **kwargs: Any):
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be ≥ 1, got {num_envs}.")
+        self.settings = _settings_from(**_env_arguments(kwargs))
+        self.num_envs = num_envs
+        self.single_action_space = spaces.Discrete(self.settings.k)
+        self.single_observation_space = observation_space_for(self.settings)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self._core = _RNPCore(self.settings)
+        self._generators: list[np.random.Generator] | None = None
+        self._episode: _EpisodeBatch | None = None
+
+    @property
+    def runtime(self) -> RuntimePrunedNet:
+        self._core.load()
+        return self._core.runtime
+
+    def _draw_images(self) -> torch.Tensor:
+        assert self._generators is not None
+        count = self._core.num_images
+        return torch.tensor([int(rng.integers(count)) for rng in self._generators], device=self._core.device)
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
+        self._core.load()
+        if isinstance(seed, int):
+            seed = [seed + i for i in range(self.num_envs)]
+        if seed is not None:
+            if len(seed) != self.num_envs:
+                raise ValueError(f"Expected {self.num_envs} seeds, got {len(seed)}.")
+            self._generators = [seeding.np_random(s)[0] for s in seed]
+        elif self._generators is None:
+            self._generators = [seeding.np_random()[0] for _ in range(self.num_envs)]
+        self._episode = self._core.begin(self._draw_images())
+        return self._core.observe(self._episode), {}
+
+    def step(self, actions):
+        if self._episode is None:
+            raise RuntimeError("call reset() before step().")
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs,) or not self.action_space.contains(actions.astype(np.int64)):
+            raise ValueError(f"Invalid actions: expected {self.num_envs} integers in 0..{self.settings.k - 1}, "
+                             f"got shape {actions.shape} with values {np.unique(actions)[:8]}.")
+        episode = self._episode
+        rewards, outcome = self._core.advance(episode, torch.as_tensor(actions, dtype=torch.long, device=self._core.device))
+        obs = self._core.observe(episode)
+        every = np.ones(self.num_envs, dtype=bool)
+        if outcome is None:
+            return (obs, rewards, np.zeros(self.num_envs, bool), np.zeros(self.num_envs, bool),
+                    {"macs": episode.macs.cpu().numpy(), "_macs": every})
+        final_obs = np.empty(self.num_envs, dtype=object)
+        final_obs[:] = list(obs)
+        final_info = {key: value for key, value in outcome.items()}
+        final_info.update({f"_{key}": every for key in outcome})
+        infos = {"final_obs": final_obs, "_final_obs": every, "final_info": final_info, "_final_info": every}
+        self._episode = self._core.begin(self._draw_images())
+        return self._core.observe(self._episode), rewards, every.copy(), np.zeros(self.num_envs, bool), infos
+
+    def finetune_backbone(
+        self, decide: DecisionFunction, steps: int, batch_size: int = 128, lr: float = 1e-4, seed: int = 0
+    ) -> dict[str, float]:
+        """See :meth:`RNPEnv.finetune_backbone`."""
+        return self._core.finetune(decide, steps, batch_size, lr, seed)
+
+
+def make_rnp_decision(policy: Callable[[np.ndarray], np.ndarray]) -> DecisionFunction:
+    """Adapt a numpy policy (observations → actions), e.g. an agent's, to a :data:`DecisionFunction`."""
+
+    def decide(observations: torch.Tensor) -> np.ndarray:
+        return np.asarray(policy(observations.cpu().numpy()))
+
+    return decide

@@ -1,0 +1,1 @@
+"""Pruning mechanics: the one MAC/parameter counter and runtime-pruned inference."""

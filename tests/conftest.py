@@ -1,0 +1,64 @@
+"""Shared fixtures: a private weights cache per test session, cheap kwargs for every env id, and
+the location of the real data subsets (tests that need them skip where they are absent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import prune_gym  # noqa: F401 - registers the ids
+from prune_gym.registry import ENV_TABLE
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+requires_shared_data = pytest.mark.skipif(
+    not (SHARED_DATA / "cifar10-subset.npz").is_file(),
+    reason=f"real data subsets not found at {SHARED_DATA} (a fresh clone without ../shared/data)",
+)
+
+# Layout-correct stand-ins for each real dataset, so checker tests of every registered id run
+# everywhere in seconds. Accuracy figures never come from these (see test_real_data.py).
+_LAYOUTS = {"cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100), "mnist": ((1, 28, 28), 10)}
+
+
+def write_fake_npz(path: Path, dataset: str, train_size: int = 64, test_size: int = 16) -> Path:
+    shape, classes = _LAYOUTS[dataset]
+    rng = np.random.default_rng(0)
+    np.savez(path,
+             x_train=rng.integers(0, 256, (train_size, *shape), dtype=np.uint8),
+             y_train=np.arange(train_size, dtype=np.int64) % classes,
+             x_test=rng.integers(0, 256, (test_size, *shape), dtype=np.uint8),
+             y_test=np.arange(test_size, dtype=np.int64) % classes)
+    return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_weights_cache(tmp_path_factory):
+    """Keep test runs out of the user's ~/.cache and independent of earlier runs."""
+    patcher = pytest.MonkeyPatch()
+    patcher.setenv("PRUNE_GYM_CACHE", str(tmp_path_factory.mktemp("weights")))
+    torch.set_num_threads(2)
+    yield
+    patcher.undo()
+
+
+@pytest.fixture(scope="session")
+def fake_data_dir(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("fake-data")
+    for dataset in _LAYOUTS:
+        write_fake_npz(directory / f"{dataset}.npz", dataset)
+    return directory
+
+
+def cheap_kwargs(env_id: str, fake_data_dir: Path) -> dict:
+    """Kwargs that make ``env_id`` construct, pretrain and step in seconds."""
+    entry = next(e for e in ENV_TABLE if e.id == env_id)
+    kwargs = {"pretrain_steps": 2, "device": "cpu"}
+    if entry.kwargs.get("dataset") != "synthetic":
+        kwargs["data_root"] = str(fake_data_dir)
+    return kwargs
+
+
+RNP_IDS = [entry.id for entry in ENV_TABLE if entry.id.startswith("RNP-")]

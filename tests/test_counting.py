@@ -1,0 +1,58 @@
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from prune_gym.models import BACKBONES, GroupedCNN
+from prune_gym.pruning.counting import count_macs, count_params, trace_layer_costs
+
+
+def flop_counter_macs(model: nn.Module, input_shape) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.eval()(torch.zeros(1, *input_shape))
+    return counter.get_total_flops() // 2  # FLOPs = 2 × MACs for conv and linear
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+@pytest.mark.parametrize("groups", [1, 2, 3, 4])
+def test_counter_matches_torch_flop_counter_on_every_prefix(backbone, groups):
+    dense = GroupedCNN(BACKBONES[backbone], 3, 10, k=4).to_dense(groups)
+    assert count_macs(dense, (3, 32, 32)) == flop_counter_macs(dense, (3, 32, 32))
+
+
+def test_full_cnn4_costs_15_megamacs_as_registered():
+    dense = GroupedCNN(BACKBONES["cnn4"], 3, 10).to_dense()
+    assert count_macs(dense, (3, 32, 32)) == 15_043_072
+    # conv: 3·32·9·1024 + 32·64·9·256 + 64·128·9·64 + 128·256·9·16; head: 256·10
+    assert 3 * 32 * 9 * 1024 + 32 * 64 * 9 * 256 + 64 * 128 * 9 * 64 + 128 * 256 * 9 * 16 + 2560 == 15_043_072
+
+
+def test_kept_units_equal_counting_the_sliced_dense_model():
+    full = GroupedCNN(BACKBONES["cnn6"], 3, 10, k=4)
+    dense_full = full.to_dense()
+    names = [cost.name for cost in trace_layer_costs(dense_full, (3, 32, 32))]
+    widths = [32, 32, 48, 64, 96, 192]  # prefixes of 4, 2, 3, 2, 3, 3 groups of the decided layers
+    kept = dict(zip(names, widths))
+    assert count_macs(dense_full, (3, 32, 32), kept) == count_macs(full.to_dense([2, 3, 2, 3, 3]), (3, 32, 32))
+
+
+def test_flatten_then_linear_and_grouped_convs():
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=8), nn.Flatten(),
+                          nn.Linear(8 * 24 * 24, 10))
+    assert count_macs(model, (1, 28, 28)) == flop_counter_macs(model, (1, 28, 28))
+    names = [cost.name for cost in trace_layer_costs(model, (1, 28, 28))]
+    halved = count_macs(model, (1, 28, 28), {names[0]: 4})
+    # halving conv0's outputs halves conv0 and the (per-sequential-chain) input of the next layer.
+    assert halved == 4 * 9 * 26 * 26 + 8 * 9 * 24 * 24 + 8 * 24 * 24 * 10
+
+
+def test_per_sample_tensor_costs_match_scalars():
+    cost = trace_layer_costs(GroupedCNN(BACKBONES["cnn4"], 3, 10).to_dense(), (3, 32, 32))[2]
+    kept_in, kept_out = torch.tensor([16, 32, 64]), torch.tensor([32, 96, 128])
+    assert cost.macs(kept_in, kept_out).tolist() == [cost.macs(int(i), int(o)) for i, o in zip(kept_in, kept_out)]
+
+
+def test_params_counts_every_parameter():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
+    assert count_params(model) == 3 * 4 * 9 + 4 + 8 + 4 * 2 + 2

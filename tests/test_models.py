@@ -1,0 +1,83 @@
+import pytest
+import torch
+
+from prune_gym.models import BACKBONES, GroupedCNN, get_backbone_spec, run_grouped
+from prune_gym.pruning.runtime import RuntimePrunedNet, uniform_decision
+
+
+def randomised_backbone(name="cnn4", k=4, in_channels=3) -> GroupedCNN:
+    torch.manual_seed(0)
+    model = GroupedCNN(BACKBONES[name], in_channels, 10, k)
+    with torch.no_grad():  # non-trivial BN statistics so that folding is really tested
+        for norms in model.norms:
+            for norm in norms:
+                norm.running_mean.uniform_(-0.5, 0.5)
+                norm.running_var.uniform_(0.5, 2.0)
+                norm.weight.uniform_(0.5, 1.5)
+                norm.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3, 4])
+def test_dense_copy_and_folded_runtime_equal_the_grouped_forward(groups):
+    model = randomised_backbone()
+    images = torch.randn(6, 3, 32, 32)
+    expected = model(images, groups)
+    assert torch.allclose(model.to_dense(groups)(images), expected, atol=1e-5)
+    logits, macs, chosen = RuntimePrunedNet(model, (3, 32, 32))(images, uniform_decision(groups - 1))
+    assert torch.allclose(logits, expected, atol=1e-5)
+    assert (chosen == groups).all()
+
+
+def test_per_sample_groups_equal_one_image_at_a_time():
+    model = randomised_backbone("cnn6")
+    images = torch.randn(10, 3, 32, 32)
+    groups = torch.randint(1, 5, (10, model.num_decisions), generator=torch.Generator().manual_seed(1))
+    batched = model(images, groups)
+    single = torch.cat([model(images[i:i + 1], groups[i].tolist()) for i in range(10)])
+    assert torch.allclose(batched, single, atol=1e-5)
+
+
+def test_skipped_channels_are_exact_zeros_and_at_most_k_convolutions_run():
+    calls = []
+
+    def compute(x, g):
+        calls.append(g)
+        return torch.ones(x.shape[0], 4 * g, 2, 2)
+
+    groups = torch.tensor([3, 1, 3, 2, 1, 3])
+    out = run_grouped(torch.ones(6, 5, 2, 2), torch.full((6,), 5), groups, compute)
+    assert sorted(calls) == [1, 2, 3]
+    assert out.shape == (6, 12, 2, 2)
+    for row, g in enumerate(groups.tolist()):
+        assert (out[row, : 4 * g] == 1).all() and (out[row, 4 * g:] == 0).all()
+
+
+def test_each_subset_sees_only_its_own_input_channels():
+    seen = {}
+
+    def compute(x, g):
+        seen[g] = x.shape[1]
+        return x[:, :1]
+
+    run_grouped(torch.ones(3, 8, 1, 1), torch.tensor([2, 8, 4]), torch.tensor([1, 2, 1]), compute)
+    assert seen == {1: 4, 2: 8}
+
+
+def test_k_larger_than_a_layer_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"narrowest layer has 32 channels, so k must lie in 1\.\.32"):
+        GroupedCNN(BACKBONES["cnn4"], 3, 10, k=33)
+
+
+def test_bad_group_choices_are_rejected():
+    model = randomised_backbone()
+    with pytest.raises(ValueError, match="expected 3 group counts in 1..4"):
+        model(torch.zeros(1, 3, 32, 32), [1, 5, 2])
+    with pytest.raises(ValueError, match="Unknown backbone"):
+        get_backbone_spec("resnet1000")
+
+
+def test_uneven_groups_cover_the_layer():
+    model = GroupedCNN(BACKBONES["cnn4"], 1, 10, k=3)
+    assert [widths[-1] for widths in model.group_widths] == list(BACKBONES["cnn4"].widths)
+    assert model.group_widths[1] == [21, 43, 64]

@@ -1,0 +1,121 @@
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from prune_gym import training
+from prune_gym.data import synthetic_dataset
+from prune_gym.training import (
+    BackboneRequest,
+    PretrainBudget,
+    WeightsCacheWarning,
+    augment_batch,
+    cache_key,
+    cache_path,
+    pretrained_backbone,
+    resolve_device,
+    train_loop,
+)
+
+TINY = BackboneRequest("synthetic", budget=PretrainBudget(steps=3, eval_every=3))
+
+
+@pytest.fixture
+def fresh_process_cache(monkeypatch, tmp_path):
+    """Forget in-process backbones and use an empty disk cache, as a new process would."""
+    monkeypatch.setattr(training, "_PRETRAINED", {})
+    monkeypatch.setenv("PRUNE_GYM_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def count_pretrain_calls(monkeypatch) -> list:
+    calls = []
+    original = training.pretrain_grouped_cnn
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(training, "pretrain_grouped_cnn", counted)
+    return calls
+
+
+def test_second_process_loads_the_cache_instead_of_training(fresh_process_cache, monkeypatch):
+    calls = count_pretrain_calls(monkeypatch)
+    first, metrics, dataset = pretrained_backbone(TINY, device="cpu")
+    path = cache_path(cache_key(TINY, dataset))
+    assert path.is_file() and len(calls) == 1
+    assert not list(path.parent.glob("*.tmp"))  # the atomic write left no temporary file
+    monkeypatch.setattr(training, "_PRETRAINED", {})
+    second, metrics_again, _ = pretrained_backbone(TINY, device="cpu")
+    assert len(calls) == 1 and metrics_again == metrics
+    for a, b in zip(first.state_dict().values(), second.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "other_key"])
+def test_corrupt_or_mismatched_cache_is_reported_and_retrained(fresh_process_cache, monkeypatch, damage):
+    _, _, dataset = pretrained_backbone(TINY, device="cpu")
+    path = cache_path(cache_key(TINY, dataset))
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "garbage":
+        path.write_bytes(b"not a checkpoint")
+    else:
+        payload = torch.load(path, weights_only=True)
+        payload["key"]["seed"] = 99
+        torch.save(payload, path)
+    monkeypatch.setattr(training, "_PRETRAINED", {})
+    calls = count_pretrain_calls(monkeypatch)
+    with pytest.warns(WeightsCacheWarning, match=str(path)):
+        pretrained_backbone(TINY, device="cpu")
+    assert len(calls) == 1
+    with warnings.catch_warnings():  # the retrained file is intact again
+        warnings.simplefilter("error", WeightsCacheWarning)
+        monkeypatch.setattr(training, "_PRETRAINED", {})
+        pretrained_backbone(TINY, device="cpu")
+
+
+def test_cache_key_covers_architecture_data_seed_and_budget():
+    dataset = synthetic_dataset()
+    base = cache_path(cache_key(TINY, dataset))
+    variants = [
+        BackboneRequest("synthetic", backbone="cnn6", budget=TINY.budget),
+        BackboneRequest("synthetic", k=2, budget=TINY.budget),
+        BackboneRequest("synthetic", dropout=0.1, budget=TINY.budget),
+        BackboneRequest("synthetic", seed=1, budget=TINY.budget),
+        BackboneRequest("synthetic", budget=PretrainBudget(steps=4, eval_every=3)),
+    ]
+    paths = {cache_path(cache_key(request, dataset)) for request in variants}
+    assert base not in paths and len(paths) == len(variants)
+    other_data = synthetic_dataset(seed=1)
+    assert cache_path(cache_key(TINY, other_data)) != base
+
+
+def test_train_loop_stops_early_and_restores_the_best_weights():
+    model = nn.Linear(1, 1, bias=False)
+    scores = iter([0.5, 0.9, 0.7, 0.6, 0.8, 1.0])
+
+    def step(index: int) -> float:
+        with torch.no_grad():
+            model.weight.fill_(index)
+        return 0.0
+
+    result = train_loop(model, step, lambda: {"score": next(scores)}, steps=12, eval_every=2, patience=2)
+    assert result.stopped_early and result.best_step == 4 and result.steps_run == 8
+    assert model.weight.item() == 4.0
+
+
+def test_augmentation_keeps_shape_and_is_seeded():
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    first = augment_batch(images, torch.Generator().manual_seed(0), flip=True)
+    second = augment_batch(images, torch.Generator().manual_seed(0), flip=True)
+    assert first.shape == images.shape and first.dtype == torch.uint8 and torch.equal(first, second)
+    unshifted = augment_batch(images, torch.Generator().manual_seed(0), flip=False, pad=0)
+    assert torch.equal(unshifted, images)
+
+
+def test_auto_device_picks_what_is_available():
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu").type == "cpu"
