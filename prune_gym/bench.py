@@ -7,7 +7,9 @@ is measured in one run, so ratios compare like with like on a shared, noisy mach
 * ``sync_steps_per_s``: ``gymnasium.vector.SyncVectorEnv`` over ``gym.make`` single envs;
 * ``raw_compute_steps_per_s``: the same sliced convolutions called directly (normalise, first
   layer, decided layers, classifier), no observations, rewards or bookkeeping;
-* batch-1 latency of :class:`RuntimePrunedNet` at full width and at uniform 1 of k groups.
+* batch-1 latency of :class:`RuntimePrunedNet` at full width and at uniform 1 of k groups, and
+  of the same kernels run statically (``forward_static``: no observations, decisions or
+  accounting), which is the floor for any per-image decision path on this machine.
 
 All three throughputs replay the same pre-drawn random actions.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -45,10 +48,9 @@ def _steps_per_second(venv, actions: np.ndarray, seed: int) -> float:
 def _raw_compute_steps_per_second(runtime: RuntimePrunedNet, images, dataset, actions: np.ndarray, seed: int) -> float:
     generator = torch.Generator().manual_seed(seed)
     decisions = runtime.num_decisions
-    torch_actions = torch.as_tensor(actions, dtype=torch.long, device=runtime.device)
     with torch.inference_mode():
         started = time.perf_counter()
-        for step, batch_actions in enumerate(torch_actions):
+        for step, batch_actions in enumerate(actions):
             layer = step % decisions
             if layer == 0:
                 rows = torch.randint(len(images), (actions.shape[1],), generator=generator).to(images.device)
@@ -59,15 +61,14 @@ def _raw_compute_steps_per_second(runtime: RuntimePrunedNet, images, dataset, ac
         return actions.size / (time.perf_counter() - started)
 
 
-def _median_latency_ms(runtime: RuntimePrunedNet, image: torch.Tensor, action: int, repeats: int) -> float:
-    decide = uniform_decision(action)
+def _median_ms(run: Callable[[], object], repeats: int) -> float:
     timings = []
     with torch.inference_mode():
         for _ in range(10):
-            runtime(image, decide)
+            run()
         for _ in range(repeats):
             started = time.perf_counter()
-            runtime(image, decide)
+            run()
             timings.append(time.perf_counter() - started)
     return 1000 * statistics.median(timings)
 
@@ -98,8 +99,10 @@ def bench_rnp(
     raw_rate = _raw_compute_steps_per_second(runtime, core.images, dataset, actions, seed)
 
     image = normalize(core.images[:1], dataset)
-    latency_full = _median_latency_ms(runtime, image, k - 1, latency_repeats)
-    latency_pruned = _median_latency_ms(runtime, image, 0, latency_repeats)
+    latency_full = _median_ms(lambda: runtime(image, uniform_decision(k - 1)), latency_repeats)
+    latency_pruned = _median_ms(lambda: runtime(image, uniform_decision(0)), latency_repeats)
+    static_full = _median_ms(lambda: runtime.forward_static(image, k), latency_repeats)
+    static_pruned = _median_ms(lambda: runtime.forward_static(image, 1), latency_repeats)
     macs_pruned = int(runtime(image, uniform_decision(0))[1][0])
     macs_ratio = runtime.macs_full / macs_pruned
     native.close()
@@ -117,6 +120,9 @@ def bench_rnp(
         "latency_full_ms": round(latency_full, 4),
         "latency_pruned_ms": round(latency_pruned, 4),
         "latency_speedup": round(latency_full / latency_pruned, 3),
+        "static_latency_full_ms": round(static_full, 4),
+        "static_latency_pruned_ms": round(static_pruned, 4),
+        "static_latency_speedup": round(static_full / static_pruned, 3),
         "macs_full": runtime.macs_full,
         "macs_pruned": macs_pruned,
         "macs_ratio": round(macs_ratio, 3),

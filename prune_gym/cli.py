@@ -42,10 +42,9 @@ def command_pretrain(args: argparse.Namespace) -> None:
     import gymnasium as gym
     import torch
 
+    import prune_gym  # noqa: F401 - registers the ids
     from prune_gym.data import normalize
     from prune_gym.pruning.runtime import uniform_decision
-
-    import prune_gym  # noqa: F401 - registers the ids
 
     get_entry(args.env_id)
     env = gym.make(args.env_id, **parse_env_kwargs(args.env_kwargs))
@@ -53,24 +52,32 @@ def command_pretrain(args: argparse.Namespace) -> None:
     core.load()
     runtime, dataset = core.runtime, core.dataset
     images, labels = dataset.split(args.split, core.settings.val_fraction)
+    settings = core.settings
     rows = []
     with torch.inference_mode():
         for action in range(runtime.k):
-            correct, macs = 0, 0
-            for start in range(0, len(labels), 1000):
-                batch = normalize(images[start:start + 1000].to(runtime.device), dataset)
-                logits, batch_macs, _ = runtime(batch, uniform_decision(action))
-                correct += int((logits.argmax(1).cpu() == labels[start:start + 1000]).sum())
-                macs = int(batch_macs[0])
-            rows.append({"groups": action + 1, "accuracy": correct / len(labels), "macs": macs,
-                         "macs_fraction": macs / runtime.macs_full})
-    print(f"{args.env_id}: backbone {core.settings.backbone}, k={runtime.k}, {dataset.name} from {dataset.source}")
+            logits, macs, _ = runtime(normalize(images.to(runtime.device), dataset), uniform_decision(action))
+            targets = labels.to(runtime.device)
+            cross_entropy = float(torch.nn.functional.cross_entropy(logits, targets))
+            # Mean episode return of "always action a" under this env's reward (see RNPEnv, Rewards).
+            if settings.reward_mode == "rnp":
+                penalty = runtime.num_decisions * action * settings.group_penalty
+                mean_return = penalty - settings.ce_weight * cross_entropy
+            else:
+                spent = float(macs.mean()) - runtime.costs[0].macs()
+                mean_return = -settings.mac_weight * spent / runtime.macs_full - cross_entropy
+            rows.append({"groups": action + 1, "accuracy": float((logits.argmax(1) == targets).float().mean()),
+                         "cross_entropy": cross_entropy, "macs": int(macs[0]),
+                         "macs_fraction": int(macs[0]) / runtime.macs_full, "mean_return": mean_return})
+    print(f"{args.env_id}: backbone {settings.backbone}, k={runtime.k}, {dataset.name} from {dataset.source}")
     print(f"pretraining: {core.pretrain_metrics}")
-    print(f"{args.split} accuracy at uniform widths ({len(labels)} images):")
-    print("| groups kept | accuracy | MACs/image | MAC fraction |\n|---|---|---|---|")
+    print(f"{args.split} split ({len(labels)} images), every layer at the same width, "
+          f"return under reward_mode={settings.reward_mode!r}:")
+    print("| groups kept | accuracy | cross-entropy | MACs/image | MAC fraction | mean return |")
+    print("|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['groups']}/{runtime.k} | {100 * row['accuracy']:.2f} % | {row['macs'] / 1e6:.2f} M "
-              f"| {row['macs_fraction']:.3f} |")
+        print(f"| {row['groups']}/{runtime.k} | {100 * row['accuracy']:.2f} % | {row['cross_entropy']:.3f} "
+              f"| {row['macs'] / 1e6:.2f} M | {row['macs_fraction']:.3f} | {row['mean_return']:.3f} |")
     _write_json({"env_id": args.env_id, "split": args.split, "pretrain": core.pretrain_metrics, "widths": rows},
                 args.json)
 
@@ -120,9 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as error:  # the library's errors already say what to do; no traceback wall
+        from gymnasium.error import UnregisteredEnv
+
         from prune_gym.data import DatasetNotFoundError
 
-        if isinstance(error, (DatasetNotFoundError, ValueError, TypeError)) or type(error).__name__ == "UnregisteredEnv":
+        if isinstance(error, (DatasetNotFoundError, UnregisteredEnv, ValueError, TypeError)):
             sys.exit(f"prune-gym: error: {error}")
         raise
 

@@ -32,7 +32,9 @@ from tqdm.auto import tqdm
 from prune_gym.data import DEFAULT_VAL_FRACTION, ImageDataset, load_dataset, normalize
 from prune_gym.models.grouped_cnn import GroupedCNN, get_backbone_spec
 
-CACHE_FORMAT = 1
+# Bump when the training procedure changes what a cached file contains: older files then
+# fail the key check and are retrained rather than loaded.
+CACHE_FORMAT = 2
 
 
 class WeightsCacheWarning(UserWarning):
@@ -170,9 +172,6 @@ class PretrainBudget:
         weight_decay: L2 penalty.
         random_configs: random per-layer width mixes per step besides the full and narrowest.
         eval_every: steps between validation evaluations (best checkpoint is kept).
-        frozen_bn_fraction: final fraction of the steps trained with BatchNorm statistics frozen
-            (after an exact recalibration over random width mixes), so the weights adapt to the
-            statistics used at test time.
     """
 
     steps: int = 1500
@@ -181,7 +180,6 @@ class PretrainBudget:
     weight_decay: float = 5e-4
     random_configs: int = 2
     eval_every: int = 250
-    frozen_bn_fraction: float = 0.3
 
 
 def sandwich_step(
@@ -210,16 +208,29 @@ def random_width_mixes(model: GroupedCNN, count: int, generator: torch.Generator
     return torch.randint(1, model.k + 1, (count, model.num_decisions), generator=generator)
 
 
+def pair_covering_configs(model: GroupedCNN, generator: torch.Generator) -> list[list[int]]:
+    """``k²`` per-layer configurations in which every adjacent pair of decided layers takes every
+    (groups_in, groups_out) combination, so every pair-conditioned BN is used at least once.
+
+    Layers alternate between two counts ``a, b`` over all ``a, b``; a random phase (start with
+    ``a`` or ``b``) varies which upstream widths each pair is seen with from one call to the next.
+    """
+    phase = int(torch.randint(2, (1,), generator=generator))
+    counts = range(1, model.k + 1)
+    return [[(a, b)[(layer + phase) % 2] for layer in range(model.num_decisions)] for a in counts for b in counts]
+
+
 @torch.no_grad()
 def recalibrate_batchnorm(
     model: GroupedCNN, sample_images: Callable[[], torch.Tensor], batches: int, generator: torch.Generator
 ) -> None:
     """Recompute every BN's running statistics exactly (cumulative average, not an EMA) over
-    ``batches`` batches, each at the full width, the narrowest width and random per-layer mixes.
+    ``batches`` batches, each run at full width, the narrowest width, every configuration of
+    :func:`pair_covering_configs` and two random per-layer mixes.
 
-    Why: during training each BN normalises with the statistics of one exact configuration, but at
-    test time one set of running statistics serves every mix of input widths; an EMA over the last
-    few updates weights those mixes arbitrarily.
+    Why: the EMA of training weights the last few batches, and with one BN per (input, output)
+    pair a random mix of configurations can miss a pair altogether — which leaves that BN at its
+    initial statistics (mean 0, variance 1) and breaks every network that uses it.
     """
     norms = [norm for layer_norms in model.norms for norm in layer_norms]
     for norm in norms:
@@ -228,11 +239,14 @@ def recalibrate_batchnorm(
     model.train()
     for _ in range(batches):
         images = sample_images()
-        for config in [None, [1] * model.num_decisions,
-                       *random_width_mixes(model, 2, generator).tolist()]:
+        configs = [None, [1] * model.num_decisions, *pair_covering_configs(model, generator),
+                   *random_width_mixes(model, 2, generator).tolist()]
+        for config in configs:
             model(images, config)
     for norm in norms:
         norm.momentum = 0.1
+    untouched = [index for index, norm in enumerate(norms) if int(norm.num_batches_tracked) == 0]
+    assert not untouched, f"recalibration missed BatchNorms {untouched}"
 
 
 def pretrain_grouped_cnn(
@@ -258,7 +272,8 @@ def pretrain_grouped_cnn(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(
         (step + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, step / budget.steps)))))
 
-    freeze_from = budget.steps - int(budget.frozen_bn_fraction * budget.steps)
+    # 10 batches (×(k²+4) width configurations) pin the statistics down; tiny budgets use fewer.
+    recalibration_batches = max(1, min(10, budget.steps // 10))
 
     def sample_batch() -> tuple[torch.Tensor, torch.Tensor]:
         rows = torch.randint(len(y_train), (budget.batch_size,), generator=generator)
@@ -266,11 +281,6 @@ def pretrain_grouped_cnn(
         return images.contiguous(memory_format=torch.channels_last), y_train[rows].to(device)
 
     def train_step(step: int) -> float:
-        if step == freeze_from + 1:
-            recalibrate_batchnorm(model, lambda: sample_batch()[0], batches=20, generator=generator)
-        if step > freeze_from:
-            for layer_norms in model.norms:
-                layer_norms.eval()
         images, labels = sample_batch()
         optimizer.zero_grad(set_to_none=True)
         loss = sandwich_step(model, images, labels, generator, budget.random_configs)
@@ -293,10 +303,8 @@ def pretrain_grouped_cnn(
 
     result = train_loop(model, train_step, evaluate, budget.steps, budget.eval_every,
                         description=f"pretrain {model.spec.name} on {dataset.name}")
-    # The best checkpoint may predate the freeze; its statistics then come from the EMA, so
-    # recalibrate once more on the final weights (cheap: forward passes only).
-    if result.best_step <= freeze_from:
-        recalibrate_batchnorm(model, lambda: sample_batch()[0], batches=20, generator=generator)
+    # Replace the EMA statistics of the kept checkpoint by exact averages (forward passes only).
+    recalibrate_batchnorm(model, lambda: sample_batch()[0], recalibration_batches, generator)
     model.eval()
     final = evaluate()
     model.to("cpu", memory_format=torch.contiguous_format).eval()

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import SHARED_DATA, requires_shared_data, write_fake_npz
+
 from prune_gym import data
 from prune_gym.data import DatasetNotFoundError, load_dataset, load_npz, normalize, synthetic_dataset
 

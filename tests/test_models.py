@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -24,8 +25,10 @@ def test_dense_copy_and_folded_runtime_equal_the_grouped_forward(groups):
     images = torch.randn(6, 3, 32, 32)
     expected = model(images, groups)
     assert torch.allclose(model.to_dense(groups)(images), expected, atol=1e-5)
-    logits, macs, chosen = RuntimePrunedNet(model, (3, 32, 32))(images, uniform_decision(groups - 1))
+    runtime = RuntimePrunedNet(model, (3, 32, 32))
+    logits, macs, chosen = runtime(images, uniform_decision(groups - 1))
     assert torch.allclose(logits, expected, atol=1e-5)
+    assert torch.allclose(runtime.forward_static(images, groups), expected, atol=1e-5)
     assert (chosen == groups).all()
 
 
@@ -45,8 +48,8 @@ def test_skipped_channels_are_exact_zeros_and_at_most_k_convolutions_run():
         calls.append(g)
         return torch.ones(x.shape[0], 4 * g, 2, 2)
 
-    groups = torch.tensor([3, 1, 3, 2, 1, 3])
-    out = run_grouped(torch.ones(6, 5, 2, 2), torch.full((6,), 5), groups, compute)
+    groups = np.array([3, 1, 3, 2, 1, 3])
+    out = run_grouped(torch.ones(6, 5, 2, 2), np.full(6, 5), groups, compute)
     assert sorted(calls) == [1, 2, 3]
     assert out.shape == (6, 12, 2, 2)
     for row, g in enumerate(groups.tolist()):
@@ -60,7 +63,7 @@ def test_each_subset_sees_only_its_own_input_channels():
         seen[g] = x.shape[1]
         return x[:, :1]
 
-    run_grouped(torch.ones(3, 8, 1, 1), torch.tensor([2, 8, 4]), torch.tensor([1, 2, 1]), compute)
+    run_grouped(torch.ones(3, 8, 1, 1), np.array([2, 8, 4]), np.array([1, 2, 1]), compute)
     assert seen == {1: 4, 2: 8}
 
 
@@ -81,3 +84,11 @@ def test_uneven_groups_cover_the_layer():
     model = GroupedCNN(BACKBONES["cnn4"], 1, 10, k=3)
     assert [widths[-1] for widths in model.group_widths] == list(BACKBONES["cnn4"].widths)
     assert model.group_widths[1] == [21, 43, 64]
+
+
+def test_one_batchnorm_per_input_output_group_pair():
+    model = GroupedCNN(BACKBONES["cnn4"], 3, 10, k=4)
+    assert [len(norms) for norms in model.norms] == [1, 4, 16, 16]
+    assert model.norm_index(2, groups_in=3, groups_out=2) == 9
+    assert model.norms[2][9].num_features == 64  # 2 of 4 groups of 128 channels
+    assert model.input_groups(2, 48) == 3 and model.input_groups(1, 32) == 1

@@ -2,12 +2,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import RNP_IDS, cheap_kwargs
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from gymnasium.vector import AutoresetMode
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from conftest import RNP_IDS, cheap_kwargs
 from prune_gym.data import DatasetNotFoundError
 from prune_gym.envs.sb3 import SB3VecEnvAdapter
 
@@ -58,8 +58,8 @@ def test_episode_accounting_and_rnp_reward():
     assert info["macs"] == info["macs_full"] == runtime.macs_full and obs[-1] == pytest.approx(1.0)
     assert obs[width:width + 3].sum() == 0
     assert isinstance(reward, float) and isinstance(info["correct"], bool)
-    assert rewards[:2] == [pytest.approx(-0.3), pytest.approx(-0.3)]
-    assert rewards[2] == pytest.approx(-0.3 - info["cross_entropy"])
+    assert rewards[:2] == [pytest.approx(3 * -0.02), pytest.approx(3 * -0.02)]  # action 3, p = -0.02
+    assert rewards[2] == pytest.approx(3 * -0.02 - info["cross_entropy"])
     assert set(info) >= {"macs", "macs_full", "params", "params_full", "cross_entropy", "correct", "label"}
 
 
@@ -95,7 +95,7 @@ def test_native_vector_env_equals_single_envs_on_the_same_seeds_and_actions():
     vector_obs, _ = vector.reset(seed=seed)
     single_obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(singles)]
     np.testing.assert_allclose(vector_obs, np.stack(single_obs), rtol=1e-5, atol=1e-6)
-    for step in range(9):  # three episodes, with autoreset
+    for _ in range(9):  # three episodes, with autoreset
         actions = rng.integers(0, 4, num_envs)
         obs, rewards, terminated, truncated, infos = vector.step(actions)
         for i, env in enumerate(singles):

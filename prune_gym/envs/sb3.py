@@ -23,7 +23,8 @@ def _unbatch_info(info: dict[str, Any], index: int) -> dict[str, Any]:
             continue
         mask = info.get(f"_{key}")
         if mask is None or mask[index]:
-            single[key] = value[index].item() if isinstance(value, np.ndarray) and value.dtype != object else value[index]
+            item = value[index]
+            single[key] = item.item() if isinstance(item, np.generic) else item
     return single
 
 

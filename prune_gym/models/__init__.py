@@ -1,5 +1,12 @@
 """Backbones and pruning-aware modules, one file per family."""
 
-from prune_gym.models.grouped_cnn import BACKBONES, BackboneSpec, GroupedCNN, get_backbone_spec, prefix_widths, run_grouped
+from prune_gym.models.grouped_cnn import (
+    BACKBONES,
+    BackboneSpec,
+    GroupedCNN,
+    get_backbone_spec,
+    prefix_widths,
+    run_grouped,
+)
 
 __all__ = ["BACKBONES", "BackboneSpec", "GroupedCNN", "get_backbone_spec", "prefix_widths", "run_grouped"]
