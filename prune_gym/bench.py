@@ -85,9 +85,8 @@ def bench_rnp(
     """Measure the RNP figures for ``env_id`` (see the module docstring); returns a JSON-ready dict."""
     env_kwargs = dict(env_kwargs or {})
     native = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **env_kwargs)
-    core = native.unwrapped._core
-    core.load()
-    runtime, dataset = core.runtime, core.dataset
+    runtime, dataset = native.unwrapped.runtime, native.unwrapped.dataset
+    images, _ = native.unwrapped.split_data()
     decisions, k = runtime.num_decisions, runtime.k
     rng = np.random.default_rng(seed)
     actions = rng.integers(0, k, size=(episodes * decisions, num_envs))
@@ -96,9 +95,9 @@ def bench_rnp(
     sync = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
                         vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **env_kwargs)
     sync_rate = _steps_per_second(sync, actions[: sync_episodes * decisions], seed)
-    raw_rate = _raw_compute_steps_per_second(runtime, core.images, dataset, actions, seed)
+    raw_rate = _raw_compute_steps_per_second(runtime, images, dataset, actions, seed)
 
-    image = normalize(core.images[:1], dataset)
+    image = normalize(images[:1], dataset)
     latency_full = _median_ms(lambda: runtime(image, uniform_decision(k - 1)), latency_repeats)
     latency_pruned = _median_ms(lambda: runtime(image, uniform_decision(0)), latency_repeats)
     static_full = _median_ms(lambda: runtime.forward_static(image, k), latency_repeats)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,12 +48,9 @@ def command_pretrain(args: argparse.Namespace) -> None:
     from prune_gym.pruning.runtime import uniform_decision
 
     get_entry(args.env_id)
-    env = gym.make(args.env_id, **parse_env_kwargs(args.env_kwargs))
-    core = env.unwrapped._core
-    core.load()
-    runtime, dataset = core.runtime, core.dataset
-    images, labels = dataset.split(args.split, core.settings.val_fraction)
-    settings = core.settings
+    env = gym.make(args.env_id, **parse_env_kwargs(args.env_kwargs)).unwrapped
+    runtime, dataset, settings = env.runtime, env.dataset, env.settings
+    images, labels = dataset.split(args.split, settings.val_fraction)
     rows = []
     with torch.inference_mode():
         for action in range(runtime.k):
@@ -70,7 +68,7 @@ def command_pretrain(args: argparse.Namespace) -> None:
                          "cross_entropy": cross_entropy, "macs": int(macs[0]),
                          "macs_fraction": int(macs[0]) / runtime.macs_full, "mean_return": mean_return})
     print(f"{args.env_id}: backbone {settings.backbone}, k={runtime.k}, {dataset.name} from {dataset.source}")
-    print(f"pretraining: {core.pretrain_metrics}")
+    print(f"pretraining: {env.pretrain_metrics}")
     print(f"{args.split} split ({len(labels)} images), every layer at the same width, "
           f"return under reward_mode={settings.reward_mode!r}:")
     print("| groups kept | accuracy | cross-entropy | MACs/image | MAC fraction | mean return |")
@@ -78,7 +76,7 @@ def command_pretrain(args: argparse.Namespace) -> None:
     for row in rows:
         print(f"| {row['groups']}/{runtime.k} | {100 * row['accuracy']:.2f} % | {row['cross_entropy']:.3f} "
               f"| {row['macs'] / 1e6:.2f} M | {row['macs_fraction']:.3f} | {row['mean_return']:.3f} |")
-    _write_json({"env_id": args.env_id, "split": args.split, "pretrain": core.pretrain_metrics, "widths": rows},
+    _write_json({"env_id": args.env_id, "split": args.split, "pretrain": env.pretrain_metrics, "widths": rows},
                 args.json)
 
 
@@ -122,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="prune-gym: %(message)s")
     try:
         args.run(args)
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import math
 import os
 import tempfile
@@ -35,6 +36,8 @@ from prune_gym.models.grouped_cnn import GroupedCNN, get_backbone_spec
 # Bump when the training procedure changes what a cached file contains: older files then
 # fail the key check and are retrained rather than loaded.
 CACHE_FORMAT = 2
+
+logger = logging.getLogger("prune_gym")
 
 
 class WeightsCacheWarning(UserWarning):
@@ -406,6 +409,8 @@ def pretrained_backbone(
         model = build_backbone(request, dataset)
         metrics = _read_cache(path, key, model)
         if metrics is None:
+            logger.info("Pretraining %s on %s (%d steps; minutes on a CPU), then caching it at %s",
+                        request.backbone, dataset.name, request.budget.steps, path)
             metrics = pretrain_grouped_cnn(model, dataset, request.budget, request.seed, target, request.val_fraction)
             _write_cache(path, key, model, metrics)
         _PRETRAINED[memo] = (model.to(target).eval(), metrics)

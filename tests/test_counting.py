@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -6,6 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from prune_gym.models import BACKBONES, GroupedCNN
 from prune_gym.pruning.counting import count_macs, count_params, trace_layer_costs
+from prune_gym.registry import ENV_TABLE
 
 
 def flop_counter_macs(model: nn.Module, input_shape) -> int:
@@ -57,3 +60,10 @@ def test_per_sample_tensor_costs_match_scalars():
 def test_params_counts_every_parameter():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
     assert count_params(model) == 3 * 4 * 9 + 4 + 8 + 4 * 2 + 2
+
+
+@pytest.mark.parametrize("entry", [e for e in ENV_TABLE if "M MACs/image" in e.description], ids=lambda e: e.id)
+def test_mac_figures_in_env_descriptions_are_what_the_counter_measures(entry):
+    stated = float(re.search(r"([\d.]+) M MACs/image", entry.description).group(1))
+    dense = GroupedCNN(BACKBONES[entry.kwargs["backbone"]], 3, 10).to_dense()
+    assert round(count_macs(dense, (3, 32, 32)) / 1e6, 1) == stated

@@ -21,10 +21,8 @@ pytestmark = [requires_shared_data, pytest.mark.slow]
 @pytest.mark.parametrize(("env_id", "steps", "floor"), [("RNP-MNIST-v0", 120, 0.85), ("RNP-CIFAR10-v0", 300, 0.25)])
 def test_short_pretraining_makes_every_width_and_mix_usable(env_id, steps, floor):
     env = gym.make(env_id, data_root=str(SHARED_DATA), pretrain_steps=steps, split="test", device="cpu")
-    core = env.unwrapped._core
-    core.load()
-    images = normalize(core.images, core.dataset)
-    labels = core.labels.numpy()
+    images, labels = env.unwrapped.split_data()
+    images, labels = normalize(images, env.unwrapped.dataset), labels.numpy()
     for action in range(4):
         logits, _, _ = env.unwrapped.runtime(images, uniform_decision(action))
         assert (logits.argmax(1).numpy() == labels).mean() > floor, f"{action + 1} groups"
@@ -40,5 +38,5 @@ def test_an_episode_on_real_images_reports_consistent_accounting():
         _, _, terminated, _, info = env.step(1)
     assert terminated and info["macs"] < info["macs_full"] == 15_043_072
     assert 0 <= info["label"] < 10 and info["cross_entropy"] > 0
-    core = env.unwrapped._core
-    assert torch.equal(core.images[info["image_index"]], core.dataset.x_test[info["image_index"]])
+    images, _ = env.unwrapped.split_data()
+    assert torch.equal(images[info["image_index"]], env.unwrapped.dataset.x_test[info["image_index"]])

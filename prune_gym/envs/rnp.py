@@ -22,7 +22,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from prune_gym.data import SPLITS, normalize
+from prune_gym.data import SPLITS, ImageDataset, normalize
 from prune_gym.models.grouped_cnn import GroupedCNN, get_backbone_spec
 from prune_gym.pruning.runtime import DecisionFunction, RuntimePrunedNet
 from prune_gym.training import (
@@ -229,10 +229,6 @@ class _RNPCore:
         return {**result.history[-1], "wall_s": result.wall_s}
 
 
-def _settings_from(**kwargs: Any) -> RNPSettings:
-    return RNPSettings(**kwargs)
-
-
 def _env_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
     """``kwargs`` completed with :class:`RNPEnv`'s defaults; unknown names are a clear error."""
     parameters = dict(inspect.signature(RNPEnv.__init__).parameters)
@@ -243,7 +239,44 @@ def _env_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {name: kwargs.get(name, parameter.default) for name, parameter in parameters.items()}
 
 
-class RNPEnv(gym.Env):
+class _RNPAccess:
+    """What both RNP envs expose besides the Gymnasium API (loads the backbone on first use)."""
+
+    _core: _RNPCore
+
+    @property
+    def runtime(self) -> RuntimePrunedNet:
+        """The runtime-pruned network the env steps through."""
+        self._core.load()
+        return self._core.runtime
+
+    @property
+    def dataset(self) -> ImageDataset:
+        self._core.load()
+        return self._core.dataset
+
+    @property
+    def pretrain_metrics(self) -> dict[str, Any]:
+        """Validation figures of the backbone's pretraining (stored with its cached weights)."""
+        self._core.load()
+        return self._core.pretrain_metrics
+
+    def split_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images and int64 labels of this env's split, on its device."""
+        self._core.load()
+        return self._core.images, self._core.labels
+
+    def finetune_backbone(
+        self, decide: DecisionFunction, steps: int, batch_size: int = 128, lr: float = 1e-4, seed: int = 0
+    ) -> dict[str, float]:
+        """Fine-tune this env's backbone for ``steps`` Adam steps under the decision function
+        ``decide`` (observations → actions), as RNP alternates backbone and decision-network
+        training. Uses the training split; returns validation accuracy and cross-entropy under
+        ``decide``. Other envs sharing the pretrained weights are unaffected (copy on write)."""
+        return self._core.finetune(decide, steps, batch_size, lr, seed)
+
+
+class RNPEnv(_RNPAccess, gym.Env):
     """Runtime Neural Pruning: per image, per conv layer, keep the first ``a+1`` of ``k`` channel groups.
 
     ## Description
@@ -318,7 +351,7 @@ class RNPEnv(gym.Env):
         val_fraction: float = 0.1,
         device: str = "auto",
     ):
-        self.settings = _settings_from(
+        self.settings = RNPSettings(
             dataset=dataset, backbone=backbone, k=k, dropout=dropout, split=split, reward_mode=reward_mode,
             group_penalty=group_penalty, ce_weight=ce_weight, mac_weight=mac_weight, data_root=data_root,
             pretrain_steps=pretrain_steps, backbone_seed=backbone_seed, val_fraction=val_fraction, device=device)
@@ -326,12 +359,6 @@ class RNPEnv(gym.Env):
         self.observation_space = observation_space_for(self.settings)
         self._core = _RNPCore(self.settings)
         self._episode: _EpisodeBatch | None = None
-
-    @property
-    def runtime(self) -> RuntimePrunedNet:
-        """The runtime-pruned network this env steps (loads the backbone on first use)."""
-        self._core.load()
-        return self._core.runtime
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -360,16 +387,8 @@ class RNPEnv(gym.Env):
         info = {key: value[0].item() for key, value in outcome.items()}
         return obs, float(rewards[0]), True, False, info
 
-    def finetune_backbone(
-        self, decide: DecisionFunction, steps: int, batch_size: int = 128, lr: float = 1e-4, seed: int = 0
-    ) -> dict[str, float]:
-        """Fine-tune this env's backbone for ``steps`` steps under the decision function ``decide``
-        (observations → actions), as RNP alternates with decision-network training. Uses the
-        training split; returns validation accuracy/CE under ``decide``. Other envs are unaffected."""
-        return self._core.finetune(decide, steps, batch_size, lr, seed)
 
-
-class RNPVectorEnv(VectorEnv):
+class RNPVectorEnv(_RNPAccess, VectorEnv):
     """``num_envs`` RNP episodes in lockstep, computed as one batch (the ``vector_entry_point``).
 
     Sub-environment ``i`` reset with ``seed`` draws the same images as ``RNPEnv`` reset with
@@ -384,7 +403,7 @@ class RNPVectorEnv(VectorEnv):
     def __init__(self, num_envs: int = 256, **kwargs: Any):
         if num_envs < 1:
             raise ValueError(f"num_envs must be ≥ 1, got {num_envs}.")
-        self.settings = _settings_from(**_env_arguments(kwargs))
+        self.settings = RNPSettings(**_env_arguments(kwargs))
         self.num_envs = num_envs
         self.single_action_space = spaces.Discrete(self.settings.k)
         self.single_observation_space = observation_space_for(self.settings)
@@ -393,11 +412,6 @@ class RNPVectorEnv(VectorEnv):
         self._core = _RNPCore(self.settings)
         self._generators: list[np.random.Generator] | None = None
         self._episode: _EpisodeBatch | None = None
-
-    @property
-    def runtime(self) -> RuntimePrunedNet:
-        self._core.load()
-        return self._core.runtime
 
     def _draw_images(self) -> np.ndarray:
         assert self._generators is not None
@@ -438,9 +452,3 @@ class RNPVectorEnv(VectorEnv):
         infos = {"final_obs": final_obs, "_final_obs": every, "final_info": final_info, "_final_info": every}
         self._episode = self._core.begin(self._draw_images())
         return self._core.observe(self._episode), rewards, every.copy(), np.zeros(self.num_envs, bool), infos
-
-    def finetune_backbone(
-        self, decide: DecisionFunction, steps: int, batch_size: int = 128, lr: float = 1e-4, seed: int = 0
-    ) -> dict[str, float]:
-        """See :meth:`RNPEnv.finetune_backbone`."""
-        return self._core.finetune(decide, steps, batch_size, lr, seed)
