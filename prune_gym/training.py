@@ -185,6 +185,11 @@ class PretrainBudget:
     eval_every: int = 250
 
 
+def random_width_mixes(model: GroupedCNN, count: int, generator: torch.Generator) -> torch.Tensor:
+    """Per-sample group counts, uniform over 1..k at every decided layer (int64, count×(L-1))."""
+    return torch.randint(1, model.k + 1, (count, model.num_decisions), generator=generator)
+
+
 def sandwich_step(
     model: GroupedCNN, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, random_configs: int
 ) -> float:
@@ -198,17 +203,10 @@ def sandwich_step(
     loss = F.cross_entropy(full_logits, labels)
     loss.backward()
     soft_targets = full_logits.detach().softmax(dim=1)
-    configs = [[1] * model.num_decisions]
-    configs += [torch.randint(1, model.k + 1, (model.num_decisions,), generator=generator).tolist()
-                for _ in range(random_configs)]
+    configs = [[1] * model.num_decisions, *random_width_mixes(model, random_configs, generator).tolist()]
     for config in configs:
         F.cross_entropy(model(images, config), soft_targets).backward()
     return loss.item()
-
-
-def random_width_mixes(model: GroupedCNN, count: int, generator: torch.Generator) -> torch.Tensor:
-    """Per-sample group counts, uniform over 1..k at every decided layer (int64, count×(L-1))."""
-    return torch.randint(1, model.k + 1, (count, model.num_decisions), generator=generator)
 
 
 def pair_covering_configs(model: GroupedCNN, generator: torch.Generator) -> list[list[int]]:

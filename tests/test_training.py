@@ -6,6 +6,7 @@ from torch import nn
 
 from prune_gym import training
 from prune_gym.data import synthetic_dataset
+from prune_gym.models import BACKBONES, GroupedCNN
 from prune_gym.training import (
     BackboneRequest,
     PretrainBudget,
@@ -13,7 +14,9 @@ from prune_gym.training import (
     augment_batch,
     cache_key,
     cache_path,
+    pair_covering_configs,
     pretrained_backbone,
+    recalibrate_batchnorm,
     resolve_device,
     train_loop,
 )
@@ -119,3 +122,15 @@ def test_augmentation_keeps_shape_and_is_seeded():
 def test_auto_device_picks_what_is_available():
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_device("cpu").type == "cpu"
+
+
+@pytest.mark.parametrize("backbone", ["cnn4", "cnn8"])
+def test_recalibration_configs_use_every_batchnorm_pair(backbone):
+    model = GroupedCNN(BACKBONES[backbone], 3, 10, k=3)
+    generator = torch.Generator().manual_seed(0)
+    configs = pair_covering_configs(model, generator)
+    for layer in range(1, model.num_decisions):
+        pairs = {(config[layer - 1], config[layer]) for config in configs}
+        assert pairs == {(a, b) for a in (1, 2, 3) for b in (1, 2, 3)}
+    recalibrate_batchnorm(model, lambda: torch.randn(4, 3, 32, 32), batches=1, generator=generator)
+    assert all(int(norm.num_batches_tracked) > 0 for norms in model.norms for norm in norms)

@@ -23,8 +23,8 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from prune_gym.data import SPLITS, ImageDataset, normalize
-from prune_gym.models.grouped_cnn import GroupedCNN, get_backbone_spec
-from prune_gym.pruning.runtime import DecisionFunction, RuntimePrunedNet
+from prune_gym.models.grouped_cnn import BackboneSpec, GroupedCNN, get_backbone_spec
+from prune_gym.pruning.runtime import DecisionFunction, RuntimePrunedNet, observation_size
 from prune_gym.training import (
     BackboneRequest,
     PretrainBudget,
@@ -77,7 +77,7 @@ class RNPSettings:
             raise ValueError(f"pretrain_steps must be ≥ 1, got {self.pretrain_steps}.")
 
     @property
-    def spec(self):
+    def spec(self) -> BackboneSpec:
         return get_backbone_spec(self.backbone)
 
     def request(self) -> BackboneRequest:
@@ -87,10 +87,8 @@ class RNPSettings:
 
 def observation_space_for(settings: RNPSettings) -> spaces.Box:
     """The Box of :class:`RuntimePrunedNet`'s observation, known before any weights load."""
-    spec = settings.spec
-    size = max(spec.widths) + (len(spec.widths) - 1) + 1
     # Pooled post-ReLU activations and the MAC fraction are ≥ 0; the one-hot is 0/1.
-    return spaces.Box(low=0.0, high=np.inf, shape=(size,), dtype=np.float32)
+    return spaces.Box(low=0.0, high=np.inf, shape=(observation_size(settings.spec),), dtype=np.float32)
 
 
 # Shared, read-only runtimes: many envs of one process (e.g. 256 in a SyncVectorEnv) reuse one

@@ -78,13 +78,12 @@ def run_grouped(
     groups: GroupChoice,
     compute: Callable[[torch.Tensor, int], torch.Tensor],
 ) -> torch.Tensor:
-    """Apply ``compute(x, g)`` to the samples that chose ``g`` groups, for every ``g`` present.
+    """Apply ``compute(x, g)`` to every subset of samples sharing an input width and a group count ``g``.
 
-    Samples with the same input width and the same chosen count run as one sliced convolution,
-    whatever the batch size. Each call sees exactly the input channels its samples have; the
-    output is zero-padded to the widest computed width, so skipped channels are exact zeros that
-    cost nothing downstream. Bookkeeping is numpy (per-sample
-    widths and choices are tiny arrays, where numpy is ~10× cheaper per operation than torch).
+    Each subset runs as one sliced convolution, whatever the batch size, and sees exactly the
+    input channels its samples have; the output is zero-padded to the widest computed width, so
+    skipped channels are exact zeros that cost nothing downstream. Bookkeeping is numpy: per-sample
+    widths and choices are tiny arrays, where a numpy operation costs far less than a torch one.
 
     Args:
         inputs: N×C×H×W activations of the previous layer.
@@ -203,7 +202,7 @@ class GroupedCNN(nn.Module):
 
         Args:
             groups: ``None`` (full width), one count for every decided layer, one count per decided
-                layer (length ``L-1``), or an int64 N×(L-1) tensor of per-sample counts in 1..k.
+                layer (length ``L-1``), or an N×(L-1) array or tensor of per-sample counts in 1..k.
         """
         per_layer = self._groups_per_layer(groups, x.shape[0])
         h = self.layer_output(0, x, self.k)

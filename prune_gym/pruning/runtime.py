@@ -3,7 +3,7 @@
 :class:`RuntimePrunedNet` is what a deployed RNP model runs and what the RNP environments step
 through, so the latency a user measures and the MACs an agent is charged come from one code path.
 For speed on CPUs it folds every BatchNorm into its conv (weights and bias per (input, output)
-width pair, sliced once so no weight is sliced at run time), keeps activations channels_last,
+width pair, folded on first use and cached, so no weight is sliced at run time), keeps activations channels_last,
 and pools before the in-place ReLU (they commute; pooling first touches 4× less memory).
 """
 
@@ -15,12 +15,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from prune_gym.models.grouped_cnn import GroupedCNN, run_grouped
+from prune_gym.models.grouped_cnn import BackboneSpec, GroupedCNN, run_grouped
 from prune_gym.pruning.counting import LayerCost, trace_layer_costs
 
 # decide(observations: float32 numpy N×obs_dim) -> actions in 0..k-1 (compute action+1 groups),
 # the signature of an agent's batched policy, so a trained agent plugs in directly.
 DecisionFunction = Callable[[np.ndarray], "np.ndarray | Sequence[int]"]
+
+
+def observation_size(spec: BackboneSpec) -> int:
+    """Length of the decision input for a backbone (layout in :class:`RuntimePrunedNet`)."""
+    return max(spec.widths) + (len(spec.widths) - 1) + 1
 
 
 class RuntimePrunedNet:
@@ -54,7 +59,7 @@ class RuntimePrunedNet:
         self.costs: list[LayerCost] = trace_layer_costs(backbone.to_dense(), image_shape)
         self.macs_full = sum(cost.macs() for cost in self.costs)
         self.max_width = max(backbone.spec.widths)
-        self.observation_size = self.max_width + self.num_decisions + 1
+        self.observation_size = observation_size(backbone.spec)
         self.refresh()
 
     @property
@@ -63,26 +68,24 @@ class RuntimePrunedNet:
 
     @torch.no_grad()
     def refresh(self) -> None:
-        """Re-fold the backbone's current weights (after fine-tuning)."""
-        backbone = self.backbone
-        self._folded: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
-        for layer, conv in enumerate(backbone.convs):
-            for norm_index, norm in enumerate(backbone.norms[layer]):
-                scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-                weight = conv.weight[: norm.num_features] * scale.view(-1, 1, 1, 1)
-                self._folded[(layer, norm_index)] = (weight, norm.bias - norm.running_mean * scale)
-        self._sliced: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
-        self._head_weight = backbone.head.weight.detach().clone()
-        self._head_bias = backbone.head.bias.detach().clone()
+        """Forget folded weights, so the backbone's current weights are used (after fine-tuning)."""
+        self._folded: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._head_weight = self.backbone.head.weight.detach().clone()
+        self._head_bias = self.backbone.head.bias.detach().clone()
 
+    @torch.no_grad()
     def _layer_weights(self, layer: int, groups: int, width_in: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Conv weight and bias of ``layer`` at ``groups`` output groups on ``width_in`` input
+        channels, with that pair's BN folded in; computed on first use, then cached."""
         key = (layer, groups, width_in)
-        if key not in self._sliced:
+        if key not in self._folded:
             backbone = self.backbone
-            norm_index = backbone.norm_index(layer, backbone.input_groups(layer, width_in), groups)
-            weight, bias = self._folded[(layer, norm_index)]
-            self._sliced[key] = (weight[:, :width_in].contiguous(memory_format=self.memory_format), bias)
-        return self._sliced[key]
+            norm = backbone.norms[layer][backbone.norm_index(layer, backbone.input_groups(layer, width_in), groups)]
+            scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+            weight = backbone.convs[layer].weight[: norm.num_features, :width_in] * scale.view(-1, 1, 1, 1)
+            self._folded[key] = (weight.contiguous(memory_format=self.memory_format),
+                                 norm.bias - norm.running_mean * scale)
+        return self._folded[key]
 
     def _conv_pool_relu(self, layer: int, x: torch.Tensor, groups: int) -> torch.Tensor:
         weight, bias = self._layer_weights(layer, 1 if layer == 0 else groups, x.shape[1])
