@@ -41,11 +41,14 @@ def command_envs(args: argparse.Namespace) -> None:
 def command_pretrain(args: argparse.Namespace) -> None:
     """Pretrain (or load from the cache) the backbone of ENV_ID; print test accuracy per uniform width."""
     import gymnasium as gym
+    import numpy as np
     import torch
 
     import prune_gym  # noqa: F401 - registers the ids
     from prune_gym.data import normalize
+    from prune_gym.envs.rnp import final_rewards, step_rewards
     from prune_gym.pruning.runtime import uniform_decision
+    from prune_gym.training import evaluate_classifier
 
     get_entry(args.env_id)
     env = gym.make(args.env_id, **parse_env_kwargs(args.env_kwargs)).unwrapped
@@ -54,19 +57,19 @@ def command_pretrain(args: argparse.Namespace) -> None:
     rows = []
     with torch.inference_mode():
         for action in range(runtime.k):
-            logits, macs, _ = runtime(normalize(images.to(runtime.device), dataset), uniform_decision(action))
-            targets = labels.to(runtime.device)
-            cross_entropy = float(torch.nn.functional.cross_entropy(logits, targets))
-            # Mean episode return of "always action a" under this env's reward (see RNPEnv, Rewards).
-            if settings.reward_mode == "rnp":
-                penalty = runtime.num_decisions * action * settings.group_penalty
-                mean_return = penalty - settings.ce_weight * cross_entropy
-            else:
-                spent = float(macs.mean()) - runtime.costs[0].macs()
-                mean_return = -settings.mac_weight * spent / runtime.macs_full - cross_entropy
-            rows.append({"groups": action + 1, "accuracy": float((logits.argmax(1) == targets).float().mean()),
-                         "cross_entropy": cross_entropy, "macs": int(macs[0]),
-                         "macs_fraction": int(macs[0]) / runtime.macs_full, "mean_return": mean_return})
+            decide = uniform_decision(action)
+            scores = evaluate_classifier(lambda x, d=decide: runtime(x, d)[0], images, labels, dataset, runtime.device)
+            # A uniform policy costs the same MACs on every image.
+            macs = int(runtime(normalize(images[:1].to(runtime.device), dataset), decide)[1][0])
+            # Mean episode return of "always action a": rewards are linear, so the sum over the
+            # decided steps is the step reward of the summed actions and summed MACs.
+            spent = np.array([macs - runtime.costs[0].macs()])
+            mean_return = float(step_rewards(settings, np.array([action * runtime.num_decisions]), spent,
+                                             runtime.macs_full)[0]
+                                + final_rewards(settings, np.array([scores["cross_entropy"]]))[0])
+            rows.append({"groups": action + 1, "accuracy": scores["accuracy"],
+                         "cross_entropy": scores["cross_entropy"], "macs": macs,
+                         "macs_fraction": macs / runtime.macs_full, "mean_return": mean_return})
     print(f"{args.env_id}: backbone {settings.backbone}, k={runtime.k}, {dataset.name} from {dataset.source}")
     print(f"pretraining: {env.pretrain_metrics}")
     print(f"{args.split} split ({len(labels)} images), every layer at the same width, "

@@ -247,7 +247,8 @@ def recalibrate_batchnorm(
     for norm in norms:
         norm.momentum = 0.1
     untouched = [index for index, norm in enumerate(norms) if int(norm.num_batches_tracked) == 0]
-    assert not untouched, f"recalibration missed BatchNorms {untouched}"
+    if untouched:  # a BN left at mean 0 / variance 1 silently breaks every network using it
+        raise RuntimeError(f"BatchNorm recalibration never used BatchNorms {untouched}; no configuration covered them.")
 
 
 def pretrain_grouped_cnn(

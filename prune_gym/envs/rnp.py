@@ -91,6 +91,21 @@ def observation_space_for(settings: RNPSettings) -> spaces.Box:
     return spaces.Box(low=0.0, high=np.inf, shape=(observation_size(settings.spec),), dtype=np.float32)
 
 
+def step_rewards(settings: RNPSettings, actions: np.ndarray, step_macs: np.ndarray, macs_full: int) -> np.ndarray:
+    """Reward of a step per image: ``a·p`` (``rnp``) or ``−λ·MACs_step/MACs_full`` (``macs``).
+
+    Linear in ``actions`` and ``step_macs``, so summed over steps it equals this function of their
+    sums (what ``prune-gym pretrain`` uses to report the return of a whole episode)."""
+    if settings.reward_mode == "rnp":
+        return actions * settings.group_penalty + 0.0  # + 0.0 turns -0.0 into 0.0
+    return -settings.mac_weight * step_macs / macs_full
+
+
+def final_rewards(settings: RNPSettings, cross_entropy: np.ndarray) -> np.ndarray:
+    """What the last step adds per image: ``−α·CE`` (``rnp``) or ``−CE`` (``macs``)."""
+    return -(settings.ce_weight if settings.reward_mode == "rnp" else 1.0) * cross_entropy
+
+
 # Shared, read-only runtimes: many envs of one process (e.g. 256 in a SyncVectorEnv) reuse one
 # folded copy of the pretrained weights instead of folding their own.
 _SHARED_RUNTIMES: weakref.WeakKeyDictionary[GroupedCNN, RuntimePrunedNet] = weakref.WeakKeyDictionary()
@@ -163,14 +178,11 @@ class _RNPCore:
             layer_macs = layer_macs + head_macs
             batch.params = batch.params + runtime.costs[-1].params(batch.widths)
         batch.macs = batch.macs + layer_macs
-        if settings.reward_mode == "rnp":
-            rewards = actions * settings.group_penalty + 0.0  # + 0.0 turns -0.0 into 0.0
-        else:
-            rewards = -settings.mac_weight * layer_macs / runtime.macs_full
+        rewards = step_rewards(settings, actions, layer_macs, runtime.macs_full)
         if not last:
             return rewards, None
         cross_entropy = F.cross_entropy(logits.float(), batch.labels, reduction="none").double().cpu().numpy()
-        rewards = rewards - (settings.ce_weight if settings.reward_mode == "rnp" else 1.0) * cross_entropy
+        rewards = rewards + final_rewards(settings, cross_entropy)
         count = len(actions)
         outcome = {
             "macs": batch.macs,

@@ -3,8 +3,9 @@
 :class:`RuntimePrunedNet` is what a deployed RNP model runs and what the RNP environments step
 through, so the latency a user measures and the MACs an agent is charged come from one code path.
 For speed on CPUs it folds every BatchNorm into its conv (weights and bias per (input, output)
-width pair, folded on first use and cached, so no weight is sliced at run time), keeps activations channels_last,
-and pools before the in-place ReLU (they commute; pooling first touches 4× less memory).
+width pair, folded on first use and cached, so no weight is sliced at run time), keeps
+activations channels_last, and pools before the in-place ReLU (they commute; pooling first
+touches 4× less memory).
 """
 
 from __future__ import annotations
@@ -117,11 +118,13 @@ class RuntimePrunedNet:
         out_widths = self.backbone.widths_of(layer, groups, len(in_widths))
         return output, out_widths, self.costs[layer].macs(in_widths, out_widths)
 
+    def _classify(self, h: torch.Tensor) -> torch.Tensor:
+        pooled = h.mean(dim=(2, 3))
+        return F.linear(pooled, self._head_weight[:, : pooled.shape[1]], self._head_bias)
+
     def head(self, h: torch.Tensor, in_widths: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         """Logits from the last layer's activations, and the classifier's MACs per image."""
-        pooled = h.mean(dim=(2, 3))
-        logits = F.linear(pooled, self._head_weight[:, : pooled.shape[1]], self._head_bias)
-        return logits, self.costs[-1].macs(in_widths)
+        return self._classify(h), self.costs[-1].macs(in_widths)
 
     def observation(self, h: torch.Tensor, decision_index: int | None, macs_used: np.ndarray) -> np.ndarray:
         """The decision input before decided layer ``decision_index + 1`` (layout in the class
@@ -159,8 +162,7 @@ class RuntimePrunedNet:
         h = self._conv_pool_relu(0, images.to(self.device).contiguous(memory_format=self.memory_format), self.k)
         for layer in range(1, self.num_decisions + 1):
             h = self._conv_pool_relu(layer, h, groups)
-        pooled = h.mean(dim=(2, 3))
-        return F.linear(pooled, self._head_weight[:, : pooled.shape[1]], self._head_bias)
+        return self._classify(h)
 
 
 def uniform_decision(action: int) -> DecisionFunction:
