@@ -1,0 +1,85 @@
+"""The one table of scripted (non-RL) policies, keyed by environment family.
+
+A scripted policy has the same interface in every family: ``policy(obs, info) -> action``, where
+``obs`` and ``info`` are what the environment last returned (from ``reset`` or ``step``). A
+:class:`ScriptedPolicy` row builds a fresh policy for one episode from the unwrapped environment,
+so a policy may read the env's settings (``k``, the layer count) but keeps no state across episodes.
+
+Families are the prefix of the env id before the first ``-`` (``RNP``, ``DropNet``, ``LayerPrune``,
+``AlphaBlend``). A family module registers its policies with :func:`register_policy` when it is
+imported; :data:`FAMILY_MODULES` says which module that is, so ``policies_for(env_id)`` works
+without the caller importing anything first.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+Policy = Callable[[np.ndarray, dict[str, Any]], Any]
+PolicyFactory = Callable[[gym.Env], Policy]
+
+# family → the module whose import registers that family's policies.
+FAMILY_MODULES: dict[str, str] = {
+    "RNP": "baselines.rnp",
+    "DropNet": "baselines.dropnet",
+    "LayerPrune": "baselines.layerprune",
+    "AlphaBlend": "baselines.alphablend",
+}
+
+
+@dataclass(frozen=True)
+class ScriptedPolicy:
+    """One registered policy: ``make(env)`` returns a fresh ``policy(obs, info) -> action``."""
+
+    family: str
+    name: str
+    description: str
+    make: PolicyFactory
+
+
+_POLICIES: dict[str, dict[str, ScriptedPolicy]] = {}
+
+
+def family_of(env_id: str) -> str:
+    """``"DropNet-MNIST-Conv-v0"`` → ``"DropNet"`` (a ``prune_gym:`` module prefix is accepted)."""
+    return env_id.split(":", 1)[-1].split("-", 1)[0]
+
+
+def register_policy(family: str, name: str, description: str) -> Callable[[PolicyFactory], PolicyFactory]:
+    """Decorator: register ``make(env) -> policy`` as ``name`` for every env of ``family``."""
+
+    def decorate(make: PolicyFactory) -> PolicyFactory:
+        table = _POLICIES.setdefault(family, {})
+        if name in table and table[name].make is not make:
+            raise ValueError(f"A {family} policy named {name!r} is already registered.")
+        table[name] = ScriptedPolicy(family, name, description, make)
+        return make
+
+    return decorate
+
+
+def _load_family(family: str) -> dict[str, ScriptedPolicy]:
+    module = FAMILY_MODULES.get(family)
+    if module is None:
+        raise ValueError(f"No scripted policies for env family {family!r}; families: {', '.join(FAMILY_MODULES)}.")
+    importlib.import_module(module)
+    return _POLICIES.get(family, {})
+
+
+def policies_for(env_id: str) -> list[ScriptedPolicy]:
+    """Every scripted policy that runs on ``env_id``, in registration order."""
+    return list(_load_family(family_of(env_id)).values())
+
+
+def get_policy(env_id: str, name: str) -> ScriptedPolicy:
+    """The policy ``name`` of ``env_id``'s family; the error lists the valid names."""
+    table = _load_family(family_of(env_id))
+    if name not in table:
+        raise ValueError(f"Unknown policy {name!r} for {env_id}; valid: {', '.join(table) or '(none)'}.")
+    return table[name]
