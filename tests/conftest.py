@@ -3,6 +3,7 @@ the location of the real data subsets (tests that need them skip where they are 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,8 @@ def private_weights_cache(tmp_path_factory):
     """Keep test runs out of the user's ~/.cache and independent of earlier runs."""
     patcher = pytest.MonkeyPatch()
     patcher.setenv("PRUNE_GYM_CACHE", str(tmp_path_factory.mktemp("weights")))
-    torch.set_num_threads(2)
+    # Two cores in CI; OMP_NUM_THREADS (e.g. 1 while other jobs share the machine) wins when set.
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     yield
     patcher.undo()
 
