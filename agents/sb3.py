@@ -25,8 +25,11 @@ SB3_ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"dqn": DQN, "ppo": PPO, "a2c":
 ACTION_SPACES: dict[str, type[spaces.Space]] = {
     "dqn": spaces.Discrete, "ppo": spaces.Discrete, "a2c": spaces.Discrete, "sac": spaces.Box, "td3": spaces.Box,
 }
-# Per-episode accounting copied from the final info into the monitor's episode records.
-INFO_KEYWORDS = ("macs", "macs_full", "correct", "test_accuracy", "val_accuracy")
+# Per-episode accounting copied from the final info into the monitor's episode records: RNP's
+# per-image outcome, and the accounting every other prune-gym family reports at episode end.
+RNP_INFO_KEYWORDS = ("macs", "macs_full", "correct")
+FAMILY_INFO_KEYWORDS = ("macs", "macs_full", "val_accuracy", "test_accuracy")
+INFO_KEYWORDS = tuple(dict.fromkeys(RNP_INFO_KEYWORDS + FAMILY_INFO_KEYWORDS))
 # Keys of the hyperparameter files that prune-gym reads itself; the rest go to the constructor.
 RUNNER_KEYS = ("n_timesteps", "n_envs")
 
@@ -51,10 +54,12 @@ def make_sb3_env(env_id: str, env_kwargs: dict[str, Any], n_envs: int, seed: int
         from prune_gym.envs.sb3 import SB3VecEnvAdapter
 
         venv: VecEnv = SB3VecEnvAdapter(RNPVectorEnv(num_envs=n_envs, **{**entry.kwargs, **env_kwargs}))
-    else:
-        venv = make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
-    venv.seed(seed)
-    return VecMonitor(venv, info_keywords=INFO_KEYWORDS)
+        venv.seed(seed)
+        return VecMonitor(venv, info_keywords=RNP_INFO_KEYWORDS)
+    # make_vec_env wraps every env in a Monitor; prune-gym families add their accounting to it.
+    keywords = FAMILY_INFO_KEYWORDS if entry is not None else ()
+    return make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs,
+                        monitor_kwargs={"info_keywords": keywords})
 
 
 class ProgressBarCallback(BaseCallback):

@@ -202,6 +202,8 @@ def sandwich_step(
     full_logits = model(images)
     loss = F.cross_entropy(full_logits, labels)
     loss.backward()
+    if model.k == 1:  # a plain network (e.g. a narrow baseline) has no narrower prefix to distil into
+        return loss.item()
     soft_targets = full_logits.detach().softmax(dim=1)
     configs = [[1] * model.num_decisions, *random_width_mixes(model, random_configs, generator).tolist()]
     for config in configs:

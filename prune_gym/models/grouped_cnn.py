@@ -58,10 +58,23 @@ BACKBONES: dict[str, BackboneSpec] = {
 
 
 def get_backbone_spec(name: str) -> BackboneSpec:
-    """The :data:`BACKBONES` entry called ``name``, with a clear error listing the valid names."""
-    if name not in BACKBONES:
-        raise ValueError(f"Unknown backbone {name!r}; expected one of {sorted(BACKBONES)}.")
-    return BACKBONES[name]
+    """The :data:`BACKBONES` entry called ``name``, or ``"<entry>-w<factor>"`` for that entry with
+    every layer's channels multiplied by ``factor`` (e.g. ``"cnn4-w0.5"``: the narrow networks RNP is
+    compared with, trained with fewer channels from the start)."""
+    base, separator, factor_text = name.partition("-w")
+    if base not in BACKBONES:
+        raise ValueError(f"Unknown backbone {name!r}; expected one of {sorted(BACKBONES)}, optionally with a "
+                         "width factor such as 'cnn4-w0.5'.")
+    if not separator:
+        return BACKBONES[base]
+    try:
+        factor = float(factor_text)
+    except ValueError:
+        factor = -1.0
+    if not 0.0 < factor <= 1.0:
+        raise ValueError(f"Backbone {name!r}: the width factor after '-w' must be a number in (0, 1].")
+    spec = BACKBONES[base]
+    return BackboneSpec(name, tuple(max(1, round(width * factor)) for width in spec.widths), spec.pool_after)
 
 
 def prefix_widths(channels: int, k: int) -> list[int]:

@@ -1,0 +1,269 @@
+"""The custom DQN's parts, exact resume, the SB3 runners and the train/evaluate command line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from agents.dqn import (
+    DQNConfig,
+    DQNTrainer,
+    EpisodeReplay,
+    RNPQNetwork,
+    bootstrap_values,
+    episode_td_loss,
+    epsilon_at,
+    epsilon_greedy,
+    make_training_env,
+    update_target,
+)
+from agents.runs import NotARunError, load_agent_policy, load_hyperparams, read_config, train_run
+from prune_gym.cli import main as cli_main
+
+SYNTHETIC = {"pretrain_steps": 2, "device": "cpu"}
+TINY_DQN = {"num_envs": 16, "learning_starts": 32, "batch_size": 16, "finetune_every": 3, "finetune_steps": 2,
+            "checkpoint_every": 2, "updates_per_iteration": 2, "hidden_size": 16}
+
+
+# -- exploration -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("eps_min", [0.0, 0.05, 0.5])
+def test_epsilon_stays_within_its_bounds(eps_min):
+    config = DQNConfig(eps_min=eps_min, exploration_fraction=0.25)
+    values = [epsilon_at(progress, config) for progress in np.linspace(-0.5, 2.0, 101)]
+    assert min(values) == pytest.approx(eps_min) and max(values) == pytest.approx(1.0)
+    assert all(eps_min <= value <= 1.0 for value in values)
+    assert epsilon_at(0.125, config) == pytest.approx(1.0 + 0.5 * (eps_min - 1.0))
+
+
+@pytest.mark.parametrize("bad", [{"eps_min": -0.1}, {"eps_min": 0.5, "eps_start": 0.4}, {"eps_start": 1.5},
+                                 {"exploration_fraction": 0.0}, {"tau": 0.0}, {"batch_size": 0}])
+def test_config_rejects_invalid_values(bad):
+    with pytest.raises(ValueError):
+        DQNConfig(**bad)
+    with pytest.raises(ValueError, match="valid"):
+        DQNConfig.from_dict({"learning_rate": 1.0})
+
+
+def test_epsilon_greedy_explores_every_action_including_keep_all():
+    rng = np.random.default_rng(0)
+    q_values = np.tile(np.array([[0.0, 5.0, 1.0, 2.0]], dtype=np.float32), (4000, 1))
+    explored = epsilon_greedy(q_values, 1.0, rng)
+    counts = np.bincount(explored, minlength=4)
+    assert counts.min() > 800, counts  # uniform over all four, "keep all" (3) included
+    assert (epsilon_greedy(q_values, 0.0, rng) == 1).all()
+
+
+# -- network, loss, target, replay -----------------------------------------------------------
+
+
+def test_rnp_q_network_is_one_network_shared_across_layers():
+    torch.manual_seed(0)
+    network = RNPQNetwork([32, 64, 128], k=4, hidden_size=16)
+    assert len(network.encoders) == 3 and isinstance(network.gru, torch.nn.GRUCell)
+    assert network.decoder.out_features == 4
+    obs = torch.rand(5, 3, 256 + 3 + 1)
+    sequence = network(obs)
+    hidden = None
+    for index in range(3):
+        q, hidden = network.step(obs[:, index], index, hidden)
+        torch.testing.assert_close(sequence[:, index], q)
+    # Padding beyond a layer's width is never read.
+    padded = obs.clone()
+    padded[:, 0, 32:256] = 7.0
+    torch.testing.assert_close(network(padded)[:, 0], sequence[:, 0])
+
+
+def test_double_dqn_uses_the_online_argmax():
+    online = torch.tensor([[1.0, 3.0, 2.0]])
+    target = torch.tensor([[10.0, 0.5, 20.0]])
+    assert bootstrap_values(online, target, double_dqn=True).item() == 0.5
+    assert bootstrap_values(online, target, double_dqn=False).item() == 20.0
+
+
+def test_episode_targets_bootstrap_inside_the_episode_and_stop_at_its_end():
+    torch.manual_seed(0)
+    network = RNPQNetwork([4, 4], k=2, hidden_size=8)
+    obs = torch.rand(3, 2, 4 + 2 + 1)
+    batch = {"obs": obs, "actions": torch.tensor([[0, 1]] * 3), "rewards": torch.tensor([[0.5, -1.0]] * 3)}
+    q = network(obs).detach()
+    expected_first = 0.5 + 0.9 * q[:, 1].max(1).values
+    expected = torch.stack([expected_first, torch.full((3,), -1.0)], 1)
+    taken = q.gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)
+    loss = episode_td_loss(network, network, batch, gamma=0.9, double_dqn=True)
+    torch.testing.assert_close(loss, torch.nn.functional.smooth_l1_loss(taken, expected))
+
+
+def test_target_update_copies_or_averages():
+    online, target = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    before = target.weight.detach().clone()
+    update_target(online, target, 0.5)
+    torch.testing.assert_close(target.weight, (before + online.weight) / 2)
+    update_target(online, target, 1.0)
+    torch.testing.assert_close(target.weight, online.weight)
+
+
+def test_episode_replay_wraps_around_and_round_trips():
+    replay = EpisodeReplay(capacity=5, length=2, obs_size=3)
+    for start in range(0, 8, 4):
+        obs = np.arange(start, start + 4, dtype=np.float32)[:, None, None] * np.ones((4, 2, 3), np.float32)
+        replay.add(obs, np.zeros((4, 2), np.int64), np.zeros((4, 2), np.float32))
+    assert replay.size == 5 and replay.position == 3
+    assert sorted(replay.obs[:, 0, 0].tolist()) == [3.0, 4.0, 5.0, 6.0, 7.0]
+    copy = EpisodeReplay(5, 2, 3)
+    copy.load_state_dict(replay.state_dict())
+    np.testing.assert_array_equal(copy.obs, replay.obs)
+    assert (copy.position, copy.size) == (3, 5)
+
+
+# -- training and exact resume ---------------------------------------------------------------
+
+
+def test_rnp_dqn_trains_on_the_native_vector_env_and_fine_tunes_the_backbone():
+    env = make_training_env("RNP-Synthetic-v0", SYNTHETIC, TINY_DQN["num_envs"])
+    assert type(env).__name__ == "RNPVectorEnv"
+    config = DQNConfig(timesteps=16 * 3 * 4, **TINY_DQN)
+    trainer = DQNTrainer(env, config, seed=0)
+    rows = trainer.train()
+    assert len(rows) == 4 and trainer.updates > 0
+    assert env.backbone_state_dict() is not None  # the alternating phase fine-tuned the backbone
+    assert any("finetune_val_accuracy" in row for row in rows)
+    assert all(0.0 <= row["accuracy"] <= 1.0 and row["macs"] > 0 for row in rows)
+
+
+def _final_state(run_dir):
+    state = torch.load(run_dir / "final_model.pt", weights_only=False)
+    checkpoint = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=False)
+    return state, checkpoint
+
+
+def test_a_killed_and_resumed_run_reaches_the_same_weights(tmp_path):
+    hyperparams = dict(TINY_DQN)
+    kwargs = {"timesteps": 16 * 3 * 6, "seed": 3, "env_kwargs": SYNTHETIC, "hyperparams": hyperparams}
+    whole = train_run("RNP-Synthetic-v0", "rnp-dqn", out=tmp_path / "whole", **kwargs)
+    # A "kill" after iteration 5: the last checkpoint is from iteration 4, iteration 5 is lost.
+    killed = train_run("RNP-Synthetic-v0", "rnp-dqn", out=tmp_path / "killed",
+                       callback=lambda iteration, row: iteration < 5, **kwargs)
+    assert not (killed / "final_model.pt").exists()
+    assert torch.load(killed / "checkpoints" / "latest.pt", weights_only=False)["iteration"] == 4
+    train_run("", "", out=killed, resume=True)
+    (whole_final, whole_checkpoint), (resumed_final, resumed_checkpoint) = _final_state(whole), _final_state(killed)
+    for name in ("online",):
+        for key, value in whole_final[name].items():
+            torch.testing.assert_close(resumed_final[name][key], value, rtol=0, atol=0)
+    for key, value in whole_final["backbone"].items():
+        torch.testing.assert_close(resumed_final["backbone"][key], value, rtol=0, atol=0)
+    for key, value in whole_checkpoint["target"].items():
+        torch.testing.assert_close(resumed_checkpoint["target"][key], value, rtol=0, atol=0)
+    assert whole_checkpoint["metrics"] == resumed_checkpoint["metrics"]
+    assert (whole / "metrics.csv").read_text() == (killed / "metrics.csv").read_text()
+
+
+def test_train_and_evaluate_command_line(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    env_kwargs = ["pretrain_steps=2", "device=cpu"]
+    cli_main(["train", "RNP-Synthetic-v0", "--algo", "rnp-dqn", "--timesteps", "192", "--out", str(run_dir),
+              "--env-kwargs", *env_kwargs, "--hyperparams", "num_envs=16", "learning_starts=32", "batch_size=16"])
+    assert {"config.json", "metrics.csv", "final_model.pt", "checkpoints", "tb"} <= {p.name for p in run_dir.iterdir()}
+    config = read_config(run_dir)
+    assert config["hyperparams"]["num_envs"] == 16 and config["env_kwargs"]["pretrain_steps"] == 2
+    cli_main(["evaluate", str(run_dir), "--json", str(tmp_path / "figures.json")])
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    for key in ("accuracy", "accuracy_full", "mean_macs", "macs_full", "macs_ratio", "latency_full_ms",
+                "latency_pruned_ms", "groups_distribution"):
+        assert key in figures
+    assert figures["macs_ratio"] >= 1.0 and figures["mean_macs"] <= figures["macs_full"]
+    for fractions in figures["groups_distribution"].values():
+        assert sum(fractions) == pytest.approx(1.0)
+
+
+def test_evaluate_on_other_images(tmp_path, fake_data_dir):
+    from tests.conftest import write_fake_npz
+
+    run_dir = train_run("RNP-MNIST-v0", "rnp-dqn", timesteps=96, out=tmp_path / "run",
+                        env_kwargs={"pretrain_steps": 2, "device": "cpu", "data_root": str(fake_data_dir)},
+                        hyperparams={"num_envs": 16, "learning_starts": 16, "batch_size": 8})
+    other = write_fake_npz(tmp_path / "other.npz", "mnist", test_size=40)
+    from agents.evaluate import evaluate_run
+
+    figures = evaluate_run(run_dir, eval_data=str(other))
+    assert figures["images"] == 40 and "other.npz" in figures["evaluated_on"]
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def test_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="RNP-CIFAR10-v0"):
+        train_run("RNP-Nope-v0", "rnp-dqn", out=tmp_path / "a")
+    with pytest.raises(ValueError, match="valid: rnp-dqn"):
+        train_run("RNP-Synthetic-v0", "reinforce", out=tmp_path / "b")
+    with pytest.raises(NotARunError, match="not a prune-gym run"):
+        read_config(tmp_path)
+    with pytest.raises(SystemExit, match="not a prune-gym run"):
+        cli_main(["evaluate", str(tmp_path)])
+    with pytest.raises(ValueError, match="Discrete action space"):
+        train_run("Pendulum-v1", "rnp-dqn", timesteps=10, out=tmp_path / "c")
+    with pytest.raises(ValueError, match="needs a Discrete action space.*sac, td3"):
+        train_run("Pendulum-v1", "dqn", timesteps=10, out=tmp_path / "d")
+    with pytest.raises(ValueError, match="needs a Box action space.*dqn, ppo, a2c, rnp-dqn"):
+        train_run("CartPole-v1", "sac", timesteps=10, out=tmp_path / "e")
+    train_run("CartPole-v1", "rnp-dqn", timesteps=40, out=tmp_path / "f", hyperparams={"learning_starts": 8,
+                                                                                     "batch_size": 8})
+    with pytest.raises(FileExistsError, match="--resume"):
+        train_run("CartPole-v1", "rnp-dqn", timesteps=40, out=tmp_path / "f")
+
+
+def test_hyperparams_follow_the_rl_zoo_layout():
+    default = load_hyperparams("ppo", "CartPole-v1")
+    rnp = load_hyperparams("ppo", "RNP-CIFAR10-v0", {"n_epochs": 7})
+    assert default["n_envs"] == 4 and rnp["n_envs"] == 256 and rnp["n_epochs"] == 7
+    assert load_hyperparams("rnp-dqn", "prune_gym:RNP-Synthetic-v0")["num_envs"] == 64
+
+
+# -- other envs and SB3 ----------------------------------------------------------------------
+
+
+def test_custom_dqn_trains_an_mlp_on_any_discrete_env(tmp_path):
+    run_dir = train_run("CartPole-v1", "rnp-dqn", timesteps=300, out=tmp_path / "run",
+                        hyperparams={"learning_starts": 50, "batch_size": 16, "checkpoint_every": 100})
+    policy = load_agent_policy(run_dir)
+    import gymnasium as gym
+
+    env = gym.make("CartPole-v1")
+    obs, info = env.reset(seed=0)
+    assert policy.make(env)(obs, info) in (0, 1)
+    assert (run_dir / "metrics.csv").read_text().startswith("return") or "return" in (run_dir / "metrics.csv").read_text()
+
+
+@pytest.mark.parametrize("algo", ["ppo", "dqn", "a2c"])
+def test_sb3_trains_on_the_batched_rnp_env_and_evaluates(tmp_path, algo):
+    hyperparams = {"n_envs": 16, "learning_starts": 16} if algo == "dqn" else {"n_envs": 16}
+    if algo == "ppo":
+        hyperparams["batch_size"] = 48
+    run_dir = train_run("RNP-Synthetic-v0", algo, timesteps=200, out=tmp_path / algo, env_kwargs=SYNTHETIC,
+                        hyperparams=hyperparams)
+    assert (run_dir / "final_model.zip").exists() and list((run_dir / "tb").iterdir())
+    assert "correct" in (run_dir / "metrics.csv").read_text()
+    from agents.evaluate import evaluate_run
+
+    figures = evaluate_run(run_dir)
+    assert 0.0 <= figures["accuracy"] <= 1.0 and figures["macs_ratio"] >= 1.0
+
+
+@pytest.mark.parametrize("algo", ["sac", "td3"])
+def test_sb3_box_algorithms_and_resume(tmp_path, algo):
+    hyperparams = {"learning_starts": 20, "batch_size": 16}
+    run_dir = train_run("Pendulum-v1", algo, timesteps=60, out=tmp_path / algo, hyperparams=hyperparams)
+    assert (run_dir / "final_model.zip").exists() and list((run_dir / "checkpoints").glob("model_*_steps.zip"))
+    config = read_config(run_dir)
+    config["hyperparams"]["n_timesteps"] = 80
+    (run_dir / "config.json").write_text(json.dumps(config))
+    train_run("", "", out=run_dir, resume=True)
+    from agents.sb3 import SB3_ALGORITHMS
+
+    assert SB3_ALGORITHMS[algo].load(run_dir / "final_model.zip").num_timesteps >= 80
