@@ -1,5 +1,10 @@
-"""Learning agents for prune-gym environments (the custom RNP DQN and Stable-Baselines3 runners).
+"""Learning agents for prune-gym environments.
 
-Nothing is implemented here yet: the agents issue adds them. Environments already expose what they
-need: native vector envs, :class:`prune_gym.envs.sb3.SB3VecEnvAdapter` and ``finetune_backbone``.
+* :mod:`agents.dqn` — the custom DQN: RNP's decision network (per-layer encoders, one shared GRU,
+  one decoder) trained on the native batched RNP env with alternating backbone fine-tuning, and an
+  MLP Q-network for any other ``Discrete`` env.
+* :mod:`agents.sb3` — Stable-Baselines3 DQN/PPO/A2C (``Discrete``) and SAC/TD3 (``Box``).
+* :mod:`agents.runs` — run directories (``prune-gym train``), hyperparameters from
+  ``agents/hyperparams/<algo>.yml`` (RL-zoo layout), and loading a trained policy.
+* :mod:`agents.evaluate` — ``prune-gym evaluate``.
 """
