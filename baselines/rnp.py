@@ -72,18 +72,48 @@ def width_factor_for_macs(base: str, target_macs: float, image_shape: tuple[int,
 
 
 def vanilla_network(dataset: str, base: str, factor: float, data_root: str | None, seed: int = 0,
-                    device: str = "auto") -> dict[str, Any]:
+                    device: str = "auto", pretrain_steps: int | None = None) -> dict[str, Any]:
     """Train (or load from the weights cache) ``base`` at ``factor``× channels with the backbone's own
-    pretraining budget, and score it on the test split: accuracy, MACs, params."""
-    from prune_gym.pruning.counting import count_macs, count_params
-    from prune_gym.training import BackboneRequest, evaluate_classifier, pretrained_backbone
+    pretraining budget (``pretrain_steps`` overrides its steps), and score it on the test split:
+    accuracy, MACs, and params (conv/linear weights, as the RNP envs count them)."""
+    from prune_gym.pruning.counting import count_macs, trace_layer_costs
+    from prune_gym.training import BackboneRequest, PretrainBudget, evaluate_classifier, pretrained_backbone
 
     name = f"{base}-w{factor:g}"
-    model, metrics, data = pretrained_backbone(BackboneRequest(dataset, name, k=1, seed=seed), data_root, device)
+    budget = PretrainBudget() if pretrain_steps is None else PretrainBudget(steps=pretrain_steps)
+    request = BackboneRequest(dataset, name, k=1, seed=seed, budget=budget)
+    model, metrics, data = pretrained_backbone(request, data_root, device)
     images, labels = data.split("test")
     with torch.inference_mode():
         scores = evaluate_classifier(lambda x: model(x), images, labels, data, next(model.parameters()).device)
     dense = model.to_dense()
     return {"backbone": name, "width_factor": factor, "accuracy": scores["accuracy"],
             "cross_entropy": scores["cross_entropy"], "macs": count_macs(dense, data.image_shape),
-            "params": count_params(dense), "pretrain": metrics}
+            "params": sum(cost.params() for cost in trace_layer_costs(dense, data.image_shape)), "pretrain": metrics}
+
+
+def rnp_runner(env_id: str, policy: Any, seed: int, env_kwargs: dict[str, Any],
+               eval_data: str | None) -> list[dict[str, Any]]:
+    """``prune-gym compare``'s runner for RNP: one RNP episode is one image, so a run is the policy
+    applied to every test image (or every ``x_test`` image of ``eval_data``) once, in batches; one
+    final row per (policy, seed) with the mean MACs and parameters per image."""
+    import time
+
+    from prune_gym.evaluation import evaluate_rnp_policy, rnp_images
+
+    started = time.perf_counter()
+    env = gym.make(env_id, **env_kwargs)
+    env.reset(seed=seed)
+    reference = gym.make(env_id, **env_kwargs)  # pretrained weights, even if an agent fine-tunes env's
+    act = policy.make(env.unwrapped)
+    decide = getattr(act, "decide_batch", None)
+    if decide is None:
+        raise ValueError(f"RNP policy {policy.name!r} has no decide_batch(obs) method; RNP runs score every "
+                         "test image at once (see baselines.rnp.BatchPolicy).")
+    images, labels, _ = rnp_images(env.unwrapped, "test", eval_data)
+    figures = evaluate_rnp_policy(env.unwrapped, decide, images, labels, reference.unwrapped, latency=False)
+    return [{"policy": policy.name, "seed": seed, "cycle": 0, "final": True,
+             "test_accuracy": figures["accuracy"], "val_accuracy": None, "val_loss": None,
+             "macs": figures["mean_macs"], "macs_full": figures["macs_full"], "params": figures["mean_params"],
+             "params_full": None, "kept_fraction": figures["mean_macs"] / figures["macs_full"],
+             "episode_return": None, "step_s": None, "wall_s": time.perf_counter() - started}]

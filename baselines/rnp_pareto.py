@@ -41,8 +41,8 @@ def trained_run(out: Path, name: str, env_id: str, algo: str, env_kwargs: dict[s
 
 def scripted_rows(env_id: str, env_kwargs: dict[str, Any], seed: int) -> list[dict[str, Any]]:
     """Uniform widths and random groups on the pretrained backbone, test split."""
-    from agents.evaluate import evaluate_rnp_policy, rnp_images
     from baselines.registry import policies_for
+    from prune_gym.evaluation import evaluate_rnp_policy, rnp_images
 
     env = gym.make(env_id, **env_kwargs)
     env.reset(seed=seed)
@@ -83,7 +83,8 @@ def agent_row(run_dir: Path, method: str, kind: str, wall_s: float | None, **ext
 def write_table(rows: list[dict[str, Any]], reference: dict[str, Any], path: Path) -> None:
     lines = [f"Test split, {reference['images']} images; full backbone: {100 * reference['accuracy_full']:.2f} % "
              f"at {reference['macs_full'] / 1e6:.2f} M MACs per image.", "",
-             "| method | group penalty | test accuracy | Δ vs full (points) | MACs/image | MAC reduction | train time |",
+             "| method | group penalty | test accuracy | Δ vs full (points) | MACs/image | MAC reduction "
+             "| train time |",
              "|---|---|---|---|---|---|---|"]
     for row in sorted(rows, key=lambda r: r["mean_macs"]):
         penalty = row.get("group_penalty")
@@ -106,8 +107,8 @@ def plot(rows: list[dict[str, Any]], reference: dict[str, Any], path: Path) -> N
               "sb3-dqn": ("D", "SB3 DQN"), "sb3-ppo": ("P", "SB3 PPO")}
     figure, axis = plt.subplots(figsize=(6.4, 4.4))
     for group, (style, label) in styles.items():
-        points = sorted(((row["mean_macs"] / 1e6, 100 * row["accuracy"]) for row in rows
-                         if row.get("group", row["kind"]) == group))
+        points = sorted((row["mean_macs"] / 1e6, 100 * row["accuracy"]) for row in rows
+                         if row.get("group", row["kind"]) == group)
         if points:
             axis.plot(*zip(*points), style, label=label)
     axis.axhline(100 * reference["accuracy_full"] - 2, color="grey", lw=0.8, ls="--", label="full − 2 points")

@@ -1,0 +1,77 @@
+"""RNP's scripted policies, the vanilla narrow networks and the Pareto sweep's pieces."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from baselines.registry import get_policy, policies_for
+from baselines.rnp import vanilla_macs, vanilla_network, width_factor_for_macs
+from prune_gym.evaluation import evaluate_rnp_policy, params_used, rnp_images
+from prune_gym.models.grouped_cnn import get_backbone_spec
+
+SYNTHETIC = {"pretrain_steps": 2, "device": "cpu"}
+
+
+def test_rnp_policies_are_registered():
+    names = [policy.name for policy in policies_for("RNP-CIFAR10-v0")]
+    assert names == ["uniform-1", "uniform-2", "uniform-3", "uniform-4", "random"]
+    with pytest.raises(ValueError, match="valid: uniform-1"):
+        get_policy("RNP-CIFAR10-v0", "greedy")
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_uniform_policy_keeps_its_groups_everywhere(groups):
+    env = gym.make("RNP-Synthetic-v0", **SYNTHETIC)
+    env.reset(seed=0)
+    unwrapped = env.unwrapped
+    images, labels, _ = rnp_images(unwrapped, "test", None)
+    decide = get_policy("RNP-Synthetic-v0", f"uniform-{groups}").make(unwrapped).decide_batch
+    figures = evaluate_rnp_policy(unwrapped, decide, images, labels, unwrapped, latency=False)
+    assert figures["groups_distribution"]["layer1"][groups - 1] == 1.0
+    expected = unwrapped.runtime.backbone.to_dense(groups)
+    from prune_gym.pruning.counting import count_macs, trace_layer_costs
+
+    shape = unwrapped.dataset.image_shape
+    assert figures["mean_macs"] == count_macs(expected, shape)
+    # "params" are the conv/linear weights used (BN is folded into the convs at run time).
+    assert figures["mean_params"] == sum(cost.params() for cost in trace_layer_costs(expected, shape))
+    # An episode with the same actions charges the same MACs.
+    obs, info = env.reset(seed=1)
+    done = False
+    while not done:
+        obs, _, done, _, info = env.step(groups - 1)
+    assert info["macs"] == figures["mean_macs"] and info["params"] == figures["mean_params"]
+
+
+def test_random_policy_uses_every_width():
+    env = gym.make("RNP-Synthetic-v0", **SYNTHETIC)
+    env.reset(seed=0)
+    decide = get_policy("RNP-Synthetic-v0", "random").make(env.unwrapped).decide_batch
+    assert set(decide(np.zeros((400, 4), np.float32)).tolist()) == {0, 1, 2, 3}
+
+
+def test_params_used_follows_mixed_choices():
+    env = gym.make("RNP-Synthetic-v0", **SYNTHETIC).unwrapped
+    env.reset(seed=0)
+    runtime = env.runtime
+    obs, info = env.reset(seed=0)
+    actions = [0, 3, 1]
+    for action in actions:
+        obs, _, done, _, info = env.step(action)
+    assert params_used(runtime, np.array([[a + 1 for a in actions]]))[0] == info["params"]
+
+
+def test_vanilla_width_factor_matches_macs():
+    assert get_backbone_spec("cnn4-w0.5").widths == (16, 32, 64, 128)
+    costs = [vanilla_macs("cnn4", f, (3, 32, 32), 10) for f in (0.3, 0.5, 0.8, 1.0)]
+    assert costs == sorted(costs) and costs[-1] == vanilla_macs("cnn4", 1.0, (3, 32, 32), 10) > 15e6
+    factor = width_factor_for_macs("cnn4", 5.0e6, (3, 32, 32), 10)
+    assert abs(vanilla_macs("cnn4", factor, (3, 32, 32), 10) - 5.0e6) < 0.2e6
+
+
+def test_vanilla_network_trains_a_plain_narrow_cnn(fake_data_dir):
+    figures = vanilla_network("cifar10", "cnn4", 0.5, str(fake_data_dir), device="cpu", pretrain_steps=2)
+    assert figures["backbone"] == "cnn4-w0.5" and 0.0 <= figures["accuracy"] <= 1.0
+    assert figures["macs"] == vanilla_macs("cnn4", 0.5, (3, 32, 32), 10)
