@@ -49,7 +49,7 @@ class DQNConfig:
     batch of ``num_envs`` episodes; other envs: one env step).
     """
 
-    timesteps: int = 300_000
+    timesteps: int = 200_000
     num_envs: int = 256
     gamma: float = 1.0  # RNP episodes are a few decisions long and end with the loss: no discounting
     lr: float = 5e-4
@@ -65,11 +65,11 @@ class DQNConfig:
     eps_start: float = 1.0
     eps_min: float = 0.05
     exploration_fraction: float = 0.3
-    finetune_every: int = 100
-    finetune_steps: int = 100
-    finetune_lr: float = 1e-4
+    finetune_every: int = 20
+    finetune_steps: int = 200
+    finetune_lr: float = 3e-4
     finetune_batch_size: int = 128
-    checkpoint_every: int = 200
+    checkpoint_every: int = 50
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.eps_min <= self.eps_start <= 1.0:
