@@ -11,7 +11,7 @@ ifneq ($(wildcard $(SHARED_DATA)/cifar10-subset.npz),)
 export PRUNE_GYM_DATA ?= $(SHARED_DATA)
 endif
 
-.PHONY: install demo test lint
+.PHONY: install demo bench test lint
 install: $(BIN)/prune-gym
 
 $(BIN)/prune-gym: pyproject.toml
@@ -19,9 +19,16 @@ $(BIN)/prune-gym: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# The main job: pretrain the backbone (cached), train the custom RNP DQN with its defaults, and
+# evaluate it on the test split against the full backbone.
 demo: install
 	$(BIN)/prune-gym envs
 	$(BIN)/prune-gym pretrain $(ENV_ID)
+	rm -rf runs/demo
+	$(BIN)/prune-gym train $(ENV_ID) --algo rnp-dqn --out runs/demo
+	$(BIN)/prune-gym evaluate runs/demo --json runs/demo/evaluation.json
+
+bench: install
 	$(BIN)/prune-gym bench $(ENV_ID) --json bench.json
 
 test: install
