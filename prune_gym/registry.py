@@ -25,6 +25,8 @@ class EnvEntry:
 
 
 _RNP = "prune_gym.envs.rnp:RNPEnv"
+_LAYERPRUNE = "prune_gym.envs.layerprune:LayerPruneEnv"
+_ALPHABLEND = "prune_gym.envs.alphablend:AlphaBlendEnv"
 _RNP_VECTOR = "prune_gym.envs.rnp:RNPVectorEnv"
 
 ENV_TABLE: tuple[EnvEntry, ...] = (
@@ -57,6 +59,21 @@ ENV_TABLE: tuple[EnvEntry, ...] = (
         "RNP-Synthetic-v0", _RNP,
         "Runtime Neural Pruning on a small synthetic dataset (for tests; seconds to pretrain)",
         {"dataset": "synthetic", "backbone": "cnn4", "pretrain_steps": 150}, _RNP_VECTOR,
+    ),
+    EnvEntry(
+        "LayerPrune-CIFAR10-v0", _LAYERPRUNE,
+        "LayerPrune: remove α-linear layers while training a 6-layer CNN on CIFAR-10, 20-epoch budget",
+        {"dataset": "cifar10"},
+    ),
+    EnvEntry(
+        "LayerPrune-MNIST-v0", _LAYERPRUNE,
+        "LayerPrune: remove α-linear layers while training a 6-layer CNN on MNIST, 20-epoch budget",
+        {"dataset": "mnist"},
+    ),
+    EnvEntry(
+        "AlphaBlend-CIFAR10-v0", _ALPHABLEND,
+        "AlphaBlend: hand the trained 4-conv CIFAR-10 network over to branches with 35 % of its parameters",
+        {"dataset": "cifar10", "backbone": "cnn4"},
     ),
 )
 
