@@ -174,8 +174,10 @@ class AlphaBlendEnv(gym.Env):
         self.costs_full = model_costs(self.original, data.dataset.image_shape)
         with torch.no_grad():
             self._val_teacher_logits = self.original(self._prepare(data.val_images))
-        self._train_original = classifier_metrics(self.original, data.train_images, data.train_labels, data, self._prepare)
-        self._test_original = classifier_metrics(self.original, data.test_images, data.test_labels, data, self._prepare)
+        self._train_original = classifier_metrics(self.original, data.train_images, data.train_labels, data,
+                                                  self._prepare)
+        self._test_original = classifier_metrics(self.original, data.test_images, data.test_labels, data,
+                                                 self._prepare)
 
     @property
     def data(self) -> SplitData:
