@@ -1,4 +1,4 @@
-"""The ``prune-gym`` command line: ``envs``, ``pretrain``, ``bench``."""
+"""The ``prune-gym`` command line: ``envs``, ``pretrain``, ``bench``, ``train``, ``evaluate``."""
 
 from __future__ import annotations
 
@@ -96,6 +96,29 @@ def command_bench(args: argparse.Namespace) -> None:
     _write_json(figures, args.json)
 
 
+def command_train(args: argparse.Namespace) -> None:
+    """Train an agent into a run directory (config, checkpoints, metrics.csv, tensorboard, final model)."""
+    from agents.runs import train_run
+
+    if args.resume and args.out is None:
+        raise SystemExit("--resume needs --out RUN_DIR (the run to continue).")
+    if args.env_id is None and not args.resume:
+        raise SystemExit("train needs ENV_ID (or --resume --out RUN_DIR).")
+    run_dir = train_run(args.env_id or "", args.algo, timesteps=args.timesteps, seed=args.seed, out=args.out,
+                        resume=args.resume, env_kwargs=parse_env_kwargs(args.env_kwargs),
+                        hyperparams=parse_env_kwargs(args.hyperparams))
+    print(f"run written to {run_dir}; evaluate it with `prune-gym evaluate {run_dir}`")
+
+
+def command_evaluate(args: argparse.Namespace) -> None:
+    """Run a trained policy greedily on the test split (or --eval-data) and print its figures."""
+    from agents.evaluate import evaluate_run
+
+    figures = evaluate_run(args.run_dir, split=args.split, eval_data=args.eval_data)
+    print(json.dumps(figures, indent=2))
+    _write_json(figures, args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prune-gym", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -118,6 +141,27 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE")
     bench.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     bench.set_defaults(run=command_bench)
+
+    from agents.runs import ALGORITHMS  # light: no torch, SB3 or YAML at import
+
+    train = commands.add_parser("train", help="train an agent (custom rnp-dqn or Stable-Baselines3)")
+    train.add_argument("env_id", nargs="?", help="registered env id (not needed with --resume)")
+    train.add_argument("--algo", choices=ALGORITHMS, default="rnp-dqn")
+    train.add_argument("--timesteps", type=int, help="transitions to train (default: the YAML's)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", help="run directory (default runs/ENV_ID-ALGO-sSEED)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE")
+    train.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY=VALUE",
+                       help="override agents/hyperparams/ALGO.yml values")
+    train.set_defaults(run=command_train)
+
+    evaluate = commands.add_parser("evaluate", help="accuracy, MACs and latency of a trained run")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
+    evaluate.add_argument("--eval-data", metavar="FILE.npz", help="evaluate on x_test/y_test of this .npz instead")
+    evaluate.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    evaluate.set_defaults(run=command_evaluate)
     return parser
 
 
@@ -133,7 +177,8 @@ def main(argv: list[str] | None = None) -> None:
 
         from prune_gym.data import DatasetNotFoundError
 
-        if isinstance(error, (DatasetNotFoundError, UnregisteredEnv, ValueError, TypeError)):
+        if isinstance(error, (DatasetNotFoundError, UnregisteredEnv, ValueError, TypeError, FileNotFoundError,
+                              FileExistsError)):
             sys.exit(f"prune-gym: error: {error}")
         raise
 

@@ -28,6 +28,7 @@ from prune_gym.pruning.runtime import DecisionFunction, RuntimePrunedNet, observ
 from prune_gym.training import (
     BackboneRequest,
     PretrainBudget,
+    augment_batch,
     evaluate_classifier,
     pretrained_backbone,
     resolve_device,
@@ -212,6 +213,7 @@ class _RNPCore:
         x_train, y_train = self.dataset.split("train", settings.val_fraction)
         x_val, y_val = self.dataset.split("val", settings.val_fraction)
         generator = torch.Generator().manual_seed(seed)
+        flip = self.dataset.name.startswith("cifar")  # as in pretraining: mirrored digits are other digits
         optimizer = torch.optim.Adam(backbone.parameters(), lr=lr)
 
         def train_step(step: int) -> float:
@@ -220,7 +222,9 @@ class _RNPCore:
             for norms in backbone.norms:
                 norms.eval()
             rows = torch.randint(len(y_train), (batch_size,), generator=generator)
-            images = normalize(x_train[rows].to(self.device), self.dataset)
+            # The same augmentation as pretraining: without it a few thousand images overfit within
+            # a few hundred Adam steps.
+            images = normalize(augment_batch(x_train[rows], generator, flip).to(self.device), self.dataset)
             _, _, chosen = runtime(images, decide)
             loss = F.cross_entropy(backbone(images, chosen), y_train[rows].to(self.device))
             optimizer.zero_grad(set_to_none=True)
@@ -284,6 +288,20 @@ class _RNPAccess:
         training. Uses the training split; returns validation accuracy and cross-entropy under
         ``decide``. Other envs sharing the pretrained weights are unaffected (copy on write)."""
         return self._core.finetune(decide, steps, batch_size, lr, seed)
+
+    def backbone_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """This env's fine-tuned backbone weights, or ``None`` while it still shares the pretrained ones
+        (what an agent's checkpoint stores so that a resumed run continues from the same backbone)."""
+        self._core.load()
+        return copy.deepcopy(self._core.backbone.state_dict()) if self._core.owns_backbone else None
+
+    def load_backbone_state_dict(self, state: dict[str, torch.Tensor] | None) -> None:
+        """Restore weights saved by :meth:`backbone_state_dict` (``None`` keeps the pretrained ones)."""
+        self._core.load()
+        if state is None:
+            return
+        self._core.own_backbone().load_state_dict(state)
+        self._core.runtime.refresh()
 
 
 class RNPEnv(_RNPAccess, gym.Env):

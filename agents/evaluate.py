@@ -1,0 +1,131 @@
+"""``prune-gym evaluate``: run a trained policy greedily and report accuracy, MACs and latency.
+
+For RNP runs every image of the chosen split (or of ``--eval-data``) is classified once by the
+run's backbone under the policy, through :class:`~prune_gym.pruning.runtime.RuntimePrunedNet` (the
+code path a deployment runs). The references are the *pretrained* backbone at full width on the
+same images (``accuracy_full``, ``macs_full``) — what one had before pruning — and the run's own
+backbone at full width (``accuracy_full_finetuned``), since RNP fine-tunes it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from agents.runs import load_agent_policy, load_rnp_decider, read_config
+from baselines.registry import family_of
+
+LATENCY_IMAGES = 200  # batch-1 forward passes timed per configuration (after 20 warm-up passes)
+
+
+def rnp_images(env: Any, split: str, eval_data: str | None) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """uint8 images and labels to evaluate on: the env's dataset split, or ``x_test``/``y_test`` of
+    any ``.npz`` in the shared layout (normalised with the training data's statistics)."""
+    from prune_gym.data import load_npz
+
+    dataset = env.dataset
+    if eval_data is None:
+        images, labels = dataset.split(split, env.settings.val_fraction)
+        return images, labels, f"{dataset.name} {split} split"
+    other = load_npz(eval_data, dataset.name)
+    if other.image_shape != dataset.image_shape:
+        raise ValueError(f"--eval-data {eval_data} holds {other.image_shape} images; the run was trained on "
+                         f"{dataset.image_shape}.")
+    images, labels = other.split("test")
+    return images, labels, f"x_test of {eval_data}"
+
+
+@torch.inference_mode()
+def classify(runtime: Any, decide: Callable[[np.ndarray], Any], images: torch.Tensor, dataset: Any,
+             chunk: int = 1000) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Logits, MACs per image and chosen groups (N×D) of ``runtime`` under ``decide``, in chunks."""
+    from prune_gym.data import normalize
+
+    outputs = [runtime(normalize(images[start: start + chunk].to(runtime.device), dataset), decide)
+               for start in range(0, len(images), chunk)]
+    return (torch.cat([output[0] for output in outputs]).float().cpu(), np.concatenate([o[1] for o in outputs]),
+            np.concatenate([o[2] for o in outputs]))
+
+
+@torch.inference_mode()
+def batch1_latency_ms(runtime: Any, decide: Callable[[np.ndarray], Any], images: torch.Tensor, dataset: Any) -> float:
+    """Mean wall-clock milliseconds of one image through ``runtime`` under ``decide``."""
+    from prune_gym.data import normalize
+
+    inputs = normalize(images[:LATENCY_IMAGES].to(runtime.device), dataset)
+    for index in range(min(20, len(inputs))):
+        runtime(inputs[index: index + 1], decide)
+    start = time.perf_counter()
+    for index in range(len(inputs)):
+        runtime(inputs[index: index + 1], decide)
+    return 1000 * (time.perf_counter() - start) / len(inputs)
+
+
+def evaluate_rnp_policy(env: Any, decide: Callable[[np.ndarray], Any], images: torch.Tensor, labels: torch.Tensor,
+                        reference_env: Any, latency: bool = True) -> dict[str, Any]:
+    """The figures of one RNP policy on ``images``; ``reference_env`` holds the pretrained backbone."""
+    from prune_gym.pruning.runtime import uniform_decision
+
+    runtime, dataset = env.runtime, env.dataset
+    full = uniform_decision(runtime.k - 1)
+    logits, macs, chosen = classify(runtime, decide, images, dataset)
+    reference_logits, macs_full, _ = classify(reference_env.runtime, full, images, dataset)
+    finetuned_logits, _, _ = classify(runtime, full, images, dataset)
+    figures: dict[str, Any] = {
+        "images": len(labels),
+        "accuracy": float((logits.argmax(1) == labels).float().mean()),
+        "cross_entropy": float(F.cross_entropy(logits, labels)),
+        "accuracy_full": float((reference_logits.argmax(1) == labels).float().mean()),
+        "accuracy_full_finetuned": float((finetuned_logits.argmax(1) == labels).float().mean()),
+        "mean_macs": float(macs.mean()),
+        "macs_full": int(macs_full[0]),
+        "macs_ratio": float(macs_full[0] / macs.mean()),
+        "groups_distribution": {
+            f"layer{index + 1}": [float((chosen[:, index] == groups).mean()) for groups in range(1, runtime.k + 1)]
+            for index in range(chosen.shape[1])},
+    }
+    if latency:
+        figures["latency_full_ms"] = batch1_latency_ms(reference_env.runtime, full, images, dataset)
+        figures["latency_pruned_ms"] = batch1_latency_ms(runtime, decide, images, dataset)
+    return figures
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test", eval_data: str | None = None,
+                 episodes: int = 5) -> dict[str, Any]:
+    """The figures of a trained run (see the module docstring); ``episodes`` only for non-RNP envs."""
+    import prune_gym  # noqa: F401 - registers the ids
+    from prune_gym.registry import get_entry
+
+    config = read_config(run_dir)
+    env_id, env_kwargs = config["env_id"], dict(config["env_kwargs"])
+    if family_of(env_id) == "RNP":
+        kwargs = {**get_entry(env_id).kwargs, **env_kwargs}
+        env = gym.make(env_id, **env_kwargs).unwrapped
+        reference_env = gym.make(env_id, **env_kwargs).unwrapped
+        decide = load_rnp_decider(run_dir, env)
+        images, labels, source = rnp_images(env, split, eval_data)
+        figures = evaluate_rnp_policy(env, decide, images, labels, reference_env)
+        return {"run": str(run_dir), "env_id": env_id, "algo": config["algo"], "evaluated_on": source,
+                "env_kwargs": kwargs, **figures}
+    if eval_data is not None:
+        env_kwargs["eval_data"] = eval_data
+    env = gym.make(env_id, **env_kwargs)
+    policy = load_agent_policy(run_dir).make(env)
+    finals = []
+    for episode in range(episodes):
+        obs, info = env.reset(seed=10_000 + episode)
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(policy(obs, info))
+            done = terminated or truncated
+        finals.append({key: float(value) for key, value in info.items() if isinstance(value, (int, float, np.number))})
+    keys = sorted(set().union(*finals))
+    return {"run": str(run_dir), "env_id": env_id, "algo": config["algo"], "episodes": episodes,
+            **{key: float(np.mean([row[key] for row in finals if key in row])) for key in keys}}
