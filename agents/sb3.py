@@ -18,7 +18,7 @@ from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import VecEnv, VecMonitor
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecMonitor
 
 SB3_ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"dqn": DQN, "ppo": PPO, "a2c": A2C, "sac": SAC, "td3": TD3}
 # Which action spaces each algorithm is offered for (PPO/A2C could do Box too, but no prune-gym env needs it).
@@ -54,7 +54,23 @@ def make_sb3_env(env_id: str, env_kwargs: dict[str, Any], n_envs: int, seed: int
     else:
         venv = make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
     venv.seed(seed)
-    return VecMonitor(venv, info_keywords=INFO_KEYWORDS)
+    return VecMonitor(FillAccountingKeys(venv), info_keywords=INFO_KEYWORDS)
+
+
+class FillAccountingKeys(VecEnvWrapper):
+    """Gives a finished episode's info ``None`` for every :data:`INFO_KEYWORDS` key its family does
+    not report (``correct`` exists only per image, in RNP), so one monitor serves every family."""
+
+    def reset(self):
+        return self.venv.reset()
+
+    def step_wait(self):
+        observations, rewards, dones, infos = self.venv.step_wait()
+        for done, info in zip(dones, infos):
+            if done:
+                for key in INFO_KEYWORDS:
+                    info.setdefault(key, None)
+        return observations, rewards, dones, infos
 
 
 class ProgressBarCallback(BaseCallback):
