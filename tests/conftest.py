@@ -57,6 +57,8 @@ def fake_data_dir(tmp_path_factory) -> Path:
 def cheap_kwargs(env_id: str, fake_data_dir: Path) -> dict:
     """Kwargs that make ``env_id`` construct, pretrain and step in seconds."""
     entry = next(e for e in ENV_TABLE if e.id == env_id)
+    if env_id.startswith("DropNet-"):  # one epoch per training, a few cycles
+        return {"max_epochs": 1, "patience": 1, "max_cycles": 3, "device": "cpu", "data_root": str(fake_data_dir)}
     kwargs = {"pretrain_steps": 2, "device": "cpu"}
     if entry.kwargs.get("dataset") != "synthetic":
         kwargs["data_root"] = str(fake_data_dir)
@@ -64,3 +66,4 @@ def cheap_kwargs(env_id: str, fake_data_dir: Path) -> dict:
 
 
 RNP_IDS = [entry.id for entry in ENV_TABLE if entry.id.startswith("RNP-")]
+DROPNET_IDS = [entry.id for entry in ENV_TABLE if entry.id.startswith("DropNet-")]
