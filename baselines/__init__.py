@@ -1,4 +1,5 @@
-"""Scripted (non-RL) pruning policies and the comparison scripts.
+"""Scripted (non-RL) pruning policies, one module per env family, and ``prune-gym compare``.
 
-Nothing is implemented here yet: the agents and DropNet issues add the policies and ``compare``.
+:mod:`baselines.registry` is the one table of policies (and per-family runners);
+:mod:`baselines.dropnet` holds DropNet's six rules; :mod:`baselines.compare` the comparison.
 """

@@ -57,6 +57,7 @@ def fake_data_dir(tmp_path_factory) -> Path:
 # Per family: kwargs that make a step take milliseconds (tiny budgets, few optimiser steps).
 _CHEAP_BY_FAMILY = {
     "RNP": {"pretrain_steps": 2},
+    "DropNet": {"max_epochs": 1, "patience": 1, "max_cycles": 3},  # one epoch per training, a few cycles
     "LayerPrune": {"width": 8, "max_layers": 3, "epochs": 3, "iterations_per_step": 2, "batch_size": 16},
     "AlphaBlend": {"pretrain_steps": 2, "epochs": 3, "iterations_per_step": 2, "batch_size": 16},
 }
@@ -76,5 +77,6 @@ def ids_of(family: str) -> list[str]:
 
 
 RNP_IDS = ids_of("RNP")
+DROPNET_IDS = ids_of("DropNet")
 LAYERPRUNE_IDS = ids_of("LayerPrune")
 ALPHABLEND_IDS = ids_of("AlphaBlend")
