@@ -14,8 +14,10 @@ units kept) or else ``macs / macs_full``; ``step_s`` is the wall time of that re
 
 Outputs in ``DIR``: ``results.csv`` (every row), ``results.md`` (mean ± sample std over seeds of
 the final rows, per policy) and ``pareto.png`` (test accuracy against kept fraction and against
-MACs, one line per policy through its per-cycle means, final points starred). All three are
-rewritten after every run, so an interrupted comparison keeps what it finished.
+MACs, one line per policy through its per-cycle means, final points starred), plus whatever the
+env family's report writes (:func:`baselines.registry.register_report`; LayerPrune: the α/γ
+curves per layer and a depth table). All are rewritten after every run, so an interrupted
+comparison keeps what it finished.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from baselines.registry import ScriptedPolicy, get_policy, policies_for, runner_for
+from baselines.registry import ScriptedPolicy, get_policy, policies_for, report_for, runner_for
 
 COLUMNS = ("policy", "seed", "cycle", "final", "test_accuracy", "val_accuracy", "val_loss", "macs", "macs_full",
            "params", "params_full", "kept_fraction", "episode_return", "step_s", "wall_s")
@@ -162,6 +164,9 @@ def write_outputs(rows: list[dict[str, Any]], out: Path, env_id: str, order: Seq
     write_csv(rows, out / "results.csv")
     (out / "results.md").write_text(markdown_table(rows, env_id, order))
     plot_pareto(rows, out / "pareto.png", env_id, order)
+    report = report_for(env_id)
+    if report is not None:  # the family's own figures and tables (see baselines.registry.register_report)
+        report(rows, out, env_id)
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:

@@ -126,8 +126,8 @@ def test_regression_task_is_mean_squared_logit_error(fake_data_dir):
     loss, logits = env._loss_and_logits(images, labels)
     with torch.no_grad():
         targets = env.original(env._prepare(images))
-    assert float(loss) == pytest.approx(float(((logits - targets) ** 2).mean()), rel=1e-6)
-    assert float(loss) != pytest.approx(float(((logits - targets) ** 2).sum(1).mean()), rel=1e-3)
+    assert loss.item() == pytest.approx(float(((logits - targets) ** 2).mean()), rel=1e-6)
+    assert loss.item() != pytest.approx(float(((logits - targets) ** 2).sum(1).mean()), rel=1e-3)
 
 
 def test_invalid_actions_are_clear_errors_and_masks_all_valid(fake_data_dir):

@@ -194,3 +194,19 @@ def test_cross_entropy_objective_is_trained(fake_data_dir):
     images, labels = env.data.train_images[:16], env.data.train_labels[:16]
     loss, logits = env._loss_and_logits(images, labels)
     assert torch.allclose(loss, F.cross_entropy(env.model(images.float() / 255), labels))
+
+
+def test_compare_writes_the_family_report(fake_data_dir, tmp_path):
+    from baselines.compare import compare
+
+    kwargs = {key: value for key, value in cheap_kwargs(ID, fake_data_dir).items()}
+    rows = compare(ID, seeds=1, out=tmp_path, env_kwargs=kwargs)
+    finals = [row for row in rows if row["final"]]
+    assert [row["policy"] for row in finals] == ["alpha-threshold", "never-remove"]
+    assert all(row["depth"] == 3 for row in rows if row["policy"] == "never-remove")
+    assert set(finals[0]["layer_histories"]) == {0, 1, 2}
+    assert len(finals[0]["layer_histories"][0]["alpha"]) == kwargs["epochs"] + 1
+    for name in ("results.csv", "results.md", "pareto.png", "layer_histories.png", "layerprune.md"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    table = (tmp_path / "layerprune.md").read_text()
+    assert "| never-remove | 1 | 3.00 |" in table

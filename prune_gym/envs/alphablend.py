@@ -79,8 +79,9 @@ class AlphaBlendEnv(gym.Env):
     Every ``info`` carries ``macs``, ``macs_full``, ``params``, ``params_full`` (from
     :mod:`prune_gym.pruning.counting`; a blended network counts both parts it computes),
     ``val_accuracy``, ``val_loss`` (cross-entropy), ``cycle`` (steps taken), ``alpha``,
-    ``epochs_used``, ``lr``; the last also ``test_accuracy``, ``test_loss`` of the pruned network
-    and ``test_accuracy_original`` of the unpruned one.
+    ``epochs_used``, ``lr``; the reset's and the last also ``test_accuracy`` and ``test_loss``
+    (the unpruned network's at reset, the pruned network's at the end; test split or ``eval_data``)
+    and the last ``test_accuracy_original`` of the unpruned network.
 
     ## Arguments
     - ``dataset``: ``"cifar10"``, ``"cifar100"``, ``"mnist"`` or ``"synthetic"``; ``backbone``:
@@ -251,7 +252,10 @@ class AlphaBlendEnv(gym.Env):
         val = self._validate()
         self._last = {"train_loss": self._train_original["cross_entropy"] if self.task == "classification" else 0.0,
                       "train_accuracy": self._train_original["accuracy"], **val}
-        return self._observation(), self._info()
+        # At α = 1 the network is the unpruned one: its test figures (computed once) come for free.
+        info = {**self._info(), "test_accuracy": self._test_original["accuracy"],
+                "test_loss": self._test_original["cross_entropy"]}
+        return self._observation(), info
 
     def step(self, action):
         if self.model is None:
