@@ -165,3 +165,17 @@ def test_baselines_implement_the_stated_schedules(fake_data_dir):
     assert one_shot(obs, info) == FINISH
     *_, terminated, _, info = env.step(FINISH)
     assert terminated and info["epochs_used"] == 4 and info["cycle"] == 1
+
+
+def test_compare_reports_the_unpruned_and_every_schedules_final_network(fake_data_dir, tmp_path):
+    from baselines.compare import compare
+
+    rows = compare(ID, seeds=1, out=tmp_path, env_kwargs=cheap_kwargs(ID, fake_data_dir))
+    starts = [row for row in rows if row["cycle"] == 0 and not row["final"]]
+    assert len({row["test_accuracy"] for row in starts}) == 1  # every schedule starts from the same network
+    finals = [row for row in rows if row["final"]]
+    assert [row["policy"] for row in finals] == ["exponential", "linear", "one-shot"]
+    for row in finals:
+        assert row["params"] / row["params_full"] == pytest.approx(0.35, abs=0.003)
+        assert row["test_accuracy"] is not None
+    assert "*(unpruned, cycle 0)*" in (tmp_path / "results.md").read_text()
