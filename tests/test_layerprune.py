@@ -210,3 +210,14 @@ def test_compare_writes_the_family_report(fake_data_dir, tmp_path):
         assert (tmp_path / name).stat().st_size > 0, name
     table = (tmp_path / "layerprune.md").read_text()
     assert "| never-remove | 1 | 3.00 |" in table
+
+
+def test_eval_data_replaces_the_test_split_and_train_subset_cuts_training(fake_data_dir, tmp_path):
+    from conftest import write_fake_npz
+
+    held_out = write_fake_npz(tmp_path / "held-out.npz", "cifar10", train_size=8, test_size=5)
+    env = make(fake_data_dir, eval_data=str(held_out), train_subset=20)
+    _, info = env.reset(seed=0)
+    assert len(env.data.test_labels) == 5 and len(env.data.train_labels) == 20
+    expected = (env.model.eval()(env.data.test_images.float() / 255).argmax(1) == env.data.test_labels).float().mean()
+    assert info["test_accuracy"] == pytest.approx(float(expected))

@@ -210,10 +210,11 @@ class AlphaBlendEnv(gym.Env):
         if self.task == "classification":
             task_loss = metrics["cross_entropy"]
         else:
+            was_training = self.model.training
             self.model.eval()
             with torch.no_grad():
                 logits = self.model(self._prepare(data.val_images))
-            self.model.train()
+            self.model.train(was_training)
             task_loss = float(F.mse_loss(logits, self._val_teacher_logits))
         return {**metrics, "task_loss": task_loss}
 

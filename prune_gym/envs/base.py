@@ -59,10 +59,10 @@ def load_split_data(
     dataset = load_dataset(dataset_name, data_root)
     x_train, y_train = dataset.split("train", val_fraction)
     if train_subset is not None:
-        if not 1 <= train_subset:
+        if train_subset < 1:
             raise ValueError(f"train_subset must be ≥ 1 (or None for all images), got {train_subset}.")
-        order = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(0))[:train_subset]
-        x_train, y_train = x_train[order.sort().values], y_train[order.sort().values]
+        chosen = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(0))[:train_subset].sort().values
+        x_train, y_train = x_train[chosen], y_train[chosen]
     x_val, y_val = dataset.split("val", val_fraction)
     if eval_data is not None:
         held_out = load_npz(eval_data, dataset.name)

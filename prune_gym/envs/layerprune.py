@@ -141,8 +141,8 @@ class LayerPruneEnv(gym.Env):
             raise ValueError(f"freeze_epochs must be an integer ≥ 0, got {freeze_epochs!r}.")
         self.dataset_name, self.width, self.max_layers, self.epochs = dataset, width, max_layers, epochs
         self.iterations_per_step, self.train_subset, self.batch_size = iterations_per_step, train_subset, batch_size
-        self.lr, self.gamma_lr, self.nu_rate, self.freeze_epochs = lr, gamma_lr if gamma_lr is not None else lr, \
-            nu_rate, freeze_epochs
+        self.lr, self.nu_rate, self.freeze_epochs = lr, nu_rate, freeze_epochs
+        self.gamma_lr = lr if gamma_lr is None else gamma_lr
         self.mac_weight, self.ce_weight, self.invalid_action_penalty = mac_weight, ce_weight, invalid_action_penalty
         self.val_fraction, self.data_root, self.eval_data = val_fraction, data_root, eval_data
         self.device = resolve_device(device)
