@@ -1,7 +1,7 @@
 """Stable-Baselines3 runners: DQN, PPO and A2C on ``Discrete`` envs, SAC and TD3 on ``Box`` actions.
 
 RNP ids train on the native batched vector env through :class:`~prune_gym.envs.sb3.SB3VecEnvAdapter`
-(no Python loop over single envs); every other id through SB3's ``make_vec_env``. Both are wrapped in
+(no Python loop over single envs); every other id through SB3's ``DummyVecEnv``. Both are wrapped in
 ``VecMonitor`` with the env's accounting from ``info`` (MACs, correctness or accuracy), so episode
 statistics and tensorboard curves carry them. Hyperparameters come from ``agents/hyperparams/<algo>.yml``
 (see :func:`agents.hyperparams.load_hyperparams`).
@@ -12,24 +12,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback, EvalCallback
-from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import VecEnv, VecMonitor
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecMonitor
 
 SB3_ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"dqn": DQN, "ppo": PPO, "a2c": A2C, "sac": SAC, "td3": TD3}
 # Which action spaces each algorithm is offered for (PPO/A2C could do Box too, but no prune-gym env needs it).
 ACTION_SPACES: dict[str, type[spaces.Space]] = {
     "dqn": spaces.Discrete, "ppo": spaces.Discrete, "a2c": spaces.Discrete, "sac": spaces.Box, "td3": spaces.Box,
 }
-# Per-episode accounting copied from the final info into the monitor's episode records: RNP's
-# per-image outcome, and the accounting every other prune-gym family reports at episode end.
-RNP_INFO_KEYWORDS = ("macs", "macs_full", "correct")
-FAMILY_INFO_KEYWORDS = ("macs", "macs_full", "val_accuracy", "test_accuracy")
-INFO_KEYWORDS = tuple(dict.fromkeys(RNP_INFO_KEYWORDS + FAMILY_INFO_KEYWORDS))
+# Per-episode accounting copied from the final info into the monitor's episode records.
+INFO_KEYWORDS = ("macs", "macs_full", "correct", "test_accuracy", "val_accuracy")
 # Keys of the hyperparameter files that prune-gym reads itself; the rest go to the constructor.
 RUNNER_KEYS = ("n_timesteps", "n_envs")
 
@@ -54,12 +51,27 @@ def make_sb3_env(env_id: str, env_kwargs: dict[str, Any], n_envs: int, seed: int
         from prune_gym.envs.sb3 import SB3VecEnvAdapter
 
         venv: VecEnv = SB3VecEnvAdapter(RNPVectorEnv(num_envs=n_envs, **{**entry.kwargs, **env_kwargs}))
-        venv.seed(seed)
-        return VecMonitor(venv, info_keywords=RNP_INFO_KEYWORDS)
-    # make_vec_env wraps every env in a Monitor; prune-gym families add their accounting to it.
-    keywords = FAMILY_INFO_KEYWORDS if entry is not None else ()
-    return make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs,
-                        monitor_kwargs={"info_keywords": keywords})
+    else:
+        # No per-env Monitor (make_vec_env would add one): the single VecMonitor below serves every family.
+        venv = DummyVecEnv([lambda: gym.make(env_id, **env_kwargs) for _ in range(n_envs)])
+    venv.seed(seed)
+    return VecMonitor(FillAccountingKeys(venv), info_keywords=INFO_KEYWORDS)
+
+
+class FillAccountingKeys(VecEnvWrapper):
+    """Gives a finished episode's info ``None`` for every :data:`INFO_KEYWORDS` key its family does
+    not report (``correct`` exists only per image, in RNP), so one monitor serves every family."""
+
+    def reset(self):
+        return self.venv.reset()
+
+    def step_wait(self):
+        observations, rewards, dones, infos = self.venv.step_wait()
+        for done, info in zip(dones, infos):
+            if done:
+                for key in INFO_KEYWORDS:
+                    info.setdefault(key, None)
+        return observations, rewards, dones, infos
 
 
 class ProgressBarCallback(BaseCallback):

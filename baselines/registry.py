@@ -9,6 +9,12 @@ Families are the prefix of the env id before the first ``-`` (``RNP``, ``DropNet
 ``AlphaBlend``). A family module registers its policies with :func:`register_policy` when it is
 imported; :data:`FAMILY_MODULES` says which module that is, so ``policies_for(env_id)`` works
 without the caller importing anything first.
+
+A family may also register a *runner* with :func:`register_runner`: the function that evaluates
+one policy for one seed and returns result rows for ``prune-gym compare`` (see
+:mod:`baselines.compare` for the row format and the default runner, which plays one episode),
+and a *report* with :func:`register_report`: a function that writes the family's own figures or
+tables from those rows next to compare's outputs (e.g. LayerPrune's α/γ per layer over training).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -23,6 +30,10 @@ import numpy as np
 
 Policy = Callable[[np.ndarray, dict[str, Any]], Any]
 PolicyFactory = Callable[[gym.Env], Policy]
+# runner(env_id, policy, seed, env_kwargs, eval_data) -> result rows (dicts), see baselines.compare.
+Runner = Callable[[str, "ScriptedPolicy", int, dict[str, Any], "str | None"], list[dict[str, Any]]]
+# report(rows, out_dir, env_id) writes a family's extra outputs into out_dir, see baselines.compare.
+Report = Callable[[list[dict[str, Any]], Path, str], None]
 
 # family → the module whose import registers that family's policies.
 FAMILY_MODULES: dict[str, str] = {
@@ -44,6 +55,8 @@ class ScriptedPolicy:
 
 
 _POLICIES: dict[str, dict[str, ScriptedPolicy]] = {}
+_RUNNERS: dict[str, Runner] = {}
+_REPORTS: dict[str, Report] = {}
 
 
 def family_of(env_id: str) -> str:
@@ -62,6 +75,47 @@ def register_policy(family: str, name: str, description: str) -> Callable[[Polic
         return make
 
     return decorate
+
+
+def register_runner(family: str) -> Callable[[Runner], Runner]:
+    """Decorator: ``runner(env_id, policy, seed, env_kwargs, eval_data) -> rows`` evaluates one
+    policy of ``family`` for one seed in ``prune-gym compare`` instead of the default runner."""
+
+    def decorate(runner: Runner) -> Runner:
+        if family in _RUNNERS and _RUNNERS[family] is not runner:
+            raise ValueError(f"A runner for family {family!r} is already registered.")
+        _RUNNERS[family] = runner
+        return runner
+
+    return decorate
+
+
+def runner_for(env_id: str) -> Runner | None:
+    """The runner ``env_id``'s family registered, or None (then compare's default runner applies)."""
+    family = family_of(env_id)
+    _load_family(family)
+    return _RUNNERS.get(family)
+
+
+def register_report(family: str) -> Callable[[Report], Report]:
+    """Decorator: ``report(rows, out_dir, env_id)`` writes ``family``'s own figures or tables from
+    the result rows (which the family's runner may extend with columns of its own) whenever
+    ``prune-gym compare`` rewrites its outputs."""
+
+    def decorate(report: Report) -> Report:
+        if family in _REPORTS and _REPORTS[family] is not report:
+            raise ValueError(f"A report for family {family!r} is already registered.")
+        _REPORTS[family] = report
+        return report
+
+    return decorate
+
+
+def report_for(env_id: str) -> Report | None:
+    """The report ``env_id``'s family registered, or None."""
+    family = family_of(env_id)
+    _load_family(family)
+    return _REPORTS.get(family)
 
 
 def _load_family(family: str) -> dict[str, ScriptedPolicy]:

@@ -1,4 +1,4 @@
-"""The ``prune-gym`` command line: ``envs``, ``pretrain``, ``bench``, ``train``, ``evaluate``."""
+"""The ``prune-gym`` command line: ``envs``, ``pretrain``, ``bench``, ``train``, ``evaluate``, ``compare``."""
 
 from __future__ import annotations
 
@@ -119,6 +119,17 @@ def command_evaluate(args: argparse.Namespace) -> None:
     _write_json(figures, args.json)
 
 
+def command_compare(args: argparse.Namespace) -> None:
+    """Every scripted policy (and agent) on ENV_ID over seeds; writes results.csv/.md, pareto.png."""
+    from baselines.compare import compare
+
+    get_entry(args.env_id)
+    rows = compare(args.env_id, policies=args.policies, agent_dirs=args.agents, seeds=args.seeds,
+                   eval_data=args.eval_data, out=args.out, env_kwargs=parse_env_kwargs(args.env_kwargs))
+    print((Path(args.out) / "results.md").read_text())
+    print(f"wrote {len(rows)} rows to {Path(args.out) / 'results.csv'}, and results.md, pareto.png")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prune-gym", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -162,6 +173,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--eval-data", metavar="FILE.npz", help="evaluate on x_test/y_test of this .npz instead")
     evaluate.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     evaluate.set_defaults(run=command_evaluate)
+
+    compare = commands.add_parser("compare", help="run every scripted policy (and agents) over seeds; table + plot")
+    compare.add_argument("env_id")
+    compare.add_argument("--policies", default="all", help="'all' or comma-separated policy names (default: all)")
+    compare.add_argument("--agents", nargs="*", default=[], metavar="RUN_DIR", help="trained agents' run directories")
+    compare.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per policy (default: 1)")
+    compare.add_argument("--eval-data", metavar="FILE.npz",
+                         help="evaluate on this .npz's x_test/y_test instead of the test split")
+    compare.add_argument("--out", default="compare", metavar="DIR", help="output directory (default: ./compare)")
+    compare.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE")
+    compare.set_defaults(run=command_compare)
     return parser
 
 

@@ -25,6 +25,9 @@ class EnvEntry:
 
 
 _RNP = "prune_gym.envs.rnp:RNPEnv"
+_DROPNET = "prune_gym.envs.dropnet:DropNetEnv"
+_LAYERPRUNE = "prune_gym.envs.layerprune:LayerPruneEnv"
+_ALPHABLEND = "prune_gym.envs.alphablend:AlphaBlendEnv"
 _RNP_VECTOR = "prune_gym.envs.rnp:RNPVectorEnv"
 
 ENV_TABLE: tuple[EnvEntry, ...] = (
@@ -57,6 +60,36 @@ ENV_TABLE: tuple[EnvEntry, ...] = (
         "RNP-Synthetic-v0", _RNP,
         "Runtime Neural Pruning on a small synthetic dataset (for tests; seconds to pretrain)",
         {"dataset": "synthetic", "backbone": "cnn4", "pretrain_steps": 150}, _RNP_VECTOR,
+    ),
+    EnvEntry(
+        "DropNet-MNIST-FC-v0", _DROPNET,
+        "DropNet drop-and-retrain cycles, MNIST, FC40-FC40 (33.4 k MACs/image), 6 rules or stop",
+        {"dataset": "mnist", "network": "fc40-fc40"},
+    ),
+    EnvEntry(
+        "DropNet-MNIST-Conv-v0", _DROPNET,
+        "DropNet drop-and-retrain cycles, MNIST, Conv64-Conv32 (4.1 M MACs/image), 6 rules or stop",
+        {"dataset": "mnist", "network": "conv64-conv32"},
+    ),
+    EnvEntry(
+        "DropNet-CIFAR10-v0", _DROPNET,
+        "DropNet drop-and-retrain cycles, CIFAR-10, Conv64x2-Conv128x2-Dense256 (25.9 M MACs/image), 6 rules or stop",
+        {"dataset": "cifar10", "network": "conv64x2-conv128x2-dense256"},
+    ),
+    EnvEntry(
+        "LayerPrune-CIFAR10-v0", _LAYERPRUNE,
+        "LayerPrune: remove α-linear layers while training a 6-layer CNN on CIFAR-10, 20-epoch budget",
+        {"dataset": "cifar10"},
+    ),
+    EnvEntry(
+        "LayerPrune-MNIST-v0", _LAYERPRUNE,
+        "LayerPrune: remove α-linear layers while training a 6-layer CNN on MNIST, 20-epoch budget",
+        {"dataset": "mnist"},
+    ),
+    EnvEntry(
+        "AlphaBlend-CIFAR10-v0", _ALPHABLEND,
+        "AlphaBlend: hand the trained 4-conv CIFAR-10 network over to branches with 35 % of its parameters",
+        {"dataset": "cifar10", "backbone": "cnn4"},
     ),
 )
 

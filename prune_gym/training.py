@@ -81,12 +81,14 @@ def train_loop(
     eval_every: int,
     patience: int | None = None,
     description: str = "training",
+    restore_best: bool = True,
 ) -> TrainResult:
     """Run ``train_step(step) -> loss`` ``steps`` times, evaluating every ``eval_every`` steps.
 
     ``evaluate()`` returns metrics including ``"score"`` (higher is better). The model's weights at
-    the best score are restored at the end. With ``patience``, training stops after that many
-    evaluations without improvement (early stopping).
+    the best score are restored at the end unless ``restore_best`` is false (training-time
+    environments keep the weights where training left them). With ``patience``, training stops
+    after that many evaluations without improvement (early stopping).
     """
     if steps < 1 or eval_every < 1:
         raise ValueError(f"steps and eval_every must be ≥ 1, got {steps} and {eval_every}.")
@@ -109,7 +111,8 @@ def train_loop(
         progress.set_postfix(loss=f"{running_loss:.3f}", score=f"{metrics['score']:.4f}")
         if metrics["score"] > result.best_score:
             result.best_score, result.best_step = metrics["score"], step
-            best_state = copy.deepcopy(model.state_dict())
+            if restore_best:
+                best_state = copy.deepcopy(model.state_dict())
             evaluations_without_gain = 0
         else:
             evaluations_without_gain += 1
@@ -132,11 +135,16 @@ def evaluate_classifier(
     dataset: ImageDataset,
     device: torch.device,
     batch_size: int = 1000,
+    preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """Accuracy (fraction 0–1) and mean cross-entropy (nats) of ``forward`` on uint8 ``images``."""
+    """Accuracy (fraction 0–1) and mean cross-entropy (nats) of ``forward`` on uint8 ``images``.
+
+    ``preprocess`` turns a uint8 batch into the model's input (default: :func:`normalize` with the
+    dataset's channel statistics)."""
+    prepare = preprocess or (lambda batch: normalize(batch, dataset))
     correct, loss_sum = 0, 0.0
     for start in range(0, len(labels), batch_size):
-        batch = normalize(images[start:start + batch_size].to(device), dataset)
+        batch = prepare(images[start:start + batch_size].to(device))
         target = labels[start:start + batch_size].to(device)
         logits = forward(batch)
         loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))

@@ -54,13 +54,29 @@ def fake_data_dir(tmp_path_factory) -> Path:
     return directory
 
 
+# Per family: kwargs that make a step take milliseconds (tiny budgets, few optimiser steps).
+_CHEAP_BY_FAMILY = {
+    "RNP": {"pretrain_steps": 2},
+    "DropNet": {"max_epochs": 1, "patience": 1, "max_cycles": 3},  # one epoch per training, a few cycles
+    "LayerPrune": {"width": 8, "max_layers": 3, "epochs": 3, "iterations_per_step": 2, "batch_size": 16},
+    "AlphaBlend": {"pretrain_steps": 2, "epochs": 3, "iterations_per_step": 2, "batch_size": 16},
+}
+
+
 def cheap_kwargs(env_id: str, fake_data_dir: Path) -> dict:
     """Kwargs that make ``env_id`` construct, pretrain and step in seconds."""
     entry = next(e for e in ENV_TABLE if e.id == env_id)
-    kwargs = {"pretrain_steps": 2, "device": "cpu"}
+    kwargs = {**_CHEAP_BY_FAMILY[entry.id.split("-", 1)[0]], "device": "cpu"}
     if entry.kwargs.get("dataset") != "synthetic":
         kwargs["data_root"] = str(fake_data_dir)
     return kwargs
 
 
-RNP_IDS = [entry.id for entry in ENV_TABLE if entry.id.startswith("RNP-")]
+def ids_of(family: str) -> list[str]:
+    return [entry.id for entry in ENV_TABLE if entry.id.startswith(f"{family}-")]
+
+
+RNP_IDS = ids_of("RNP")
+DROPNET_IDS = ids_of("DropNet")
+LAYERPRUNE_IDS = ids_of("LayerPrune")
+ALPHABLEND_IDS = ids_of("AlphaBlend")

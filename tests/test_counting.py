@@ -62,7 +62,9 @@ def test_params_counts_every_parameter():
     assert count_params(model) == 3 * 4 * 9 + 4 + 8 + 4 * 2 + 2
 
 
-@pytest.mark.parametrize("entry", [e for e in ENV_TABLE if "M MACs/image" in e.description], ids=lambda e: e.id)
+# Envs on the foundation's grouped backbones; other families' descriptions are checked by their own tests.
+@pytest.mark.parametrize("entry", [e for e in ENV_TABLE if "M MACs/image" in e.description and "backbone" in e.kwargs],
+                         ids=lambda e: e.id)
 def test_mac_figures_in_env_descriptions_are_what_the_counter_measures(entry):
     stated = float(re.search(r"([\d.]+) M MACs/image", entry.description).group(1))
     dense = GroupedCNN(BACKBONES[entry.kwargs["backbone"]], 3, 10).to_dense()

@@ -108,6 +108,15 @@ def kept_inputs(costs: Sequence[LayerCost], kept_outputs: Sequence[int]) -> list
     return kept
 
 
+def _kept_layer_units(
+    model: nn.Module, input_shape: Sequence[int], kept_units: Mapping[str, int] | None
+) -> list[tuple[LayerCost, int, int]]:
+    """(cost, input units kept, output units kept) of every conv/linear layer of ``model``."""
+    costs = trace_layer_costs(model, input_shape)
+    kept_outputs = [(kept_units or {}).get(cost.name, cost.out_units) for cost in costs]
+    return list(zip(costs, kept_inputs(costs, kept_outputs), kept_outputs))
+
+
 def count_macs(
     model: nn.Module, input_shape: Sequence[int], kept_units: Mapping[str, int] | None = None
 ) -> int:
@@ -115,12 +124,23 @@ def count_macs(
 
     Args:
         kept_units: optional ``{layer name: output units kept}`` — the network restricted to those
-            prefixes (see the module docstring for how inputs follow).
+            prefixes (see the module docstring for how inputs follow). Which units are kept does
+            not change the cost, so this also counts a network whose units are masked (any subset
+            of ``n`` units of a layer costs what its first ``n`` do).
     """
-    costs = trace_layer_costs(model, input_shape)
-    kept_outputs = [(kept_units or {}).get(cost.name, cost.out_units) for cost in costs]
-    return sum(cost.macs(kept_in, kept_out)
-               for cost, kept_in, kept_out in zip(costs, kept_inputs(costs, kept_outputs), kept_outputs))
+    return sum(cost.macs(kept_in, kept_out) for cost, kept_in, kept_out in
+               _kept_layer_units(model, input_shape, kept_units))
+
+
+def count_kept_params(
+    model: nn.Module, input_shape: Sequence[int], kept_units: Mapping[str, int] | None = None
+) -> int:
+    """Conv/linear weights and biases that remain when each layer keeps ``kept_units`` output
+    units (inputs follow as in :func:`count_macs`); without ``kept_units`` the whole model's.
+
+    Counts only conv and linear layers (batch-norm affine parameters are not included)."""
+    return sum(cost.params(kept_in, kept_out) for cost, kept_in, kept_out in
+               _kept_layer_units(model, input_shape, kept_units))
 
 
 def count_params(model: nn.Module) -> int:

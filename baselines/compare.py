@@ -1,0 +1,270 @@
+"""``prune-gym compare``: every scripted policy (and trained agents) on one environment, over seeds.
+
+Generic over env families. A *run* is one policy for one seed; a family's runner
+(:func:`baselines.registry.register_runner`) turns a run into result rows, and families without
+one use :func:`default_runner`, which plays one episode with
+``gym.make(env_id, eval_data=..., **env_kwargs)`` and writes one row per state (the reset state is
+``cycle`` 0, then one row per step) and a last row marked ``final``.
+
+Row columns (:data:`COLUMNS`; missing figures are empty): ``policy, seed, cycle, final,
+test_accuracy, val_accuracy, val_loss, macs, macs_full, params, params_full, kept_fraction,
+episode_return, step_s, wall_s``. ``kept_fraction`` is the env's own (e.g. DropNet's fraction of
+units kept) or else ``macs / macs_full``; ``step_s`` is the wall time of that reset or step and
+``wall_s`` the run's wall time so far.
+
+Outputs in ``DIR``: ``results.csv`` (every row), ``results.md`` (mean ± sample std over seeds of
+the final rows, per policy) and ``pareto.png`` (test accuracy against kept fraction and against
+MACs, one line per policy through its per-cycle means, final points starred), plus whatever the
+env family's report writes (:func:`baselines.registry.register_report`; LayerPrune: the α/γ
+curves per layer and a depth table). All are rewritten after every run, so an interrupted
+comparison keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from baselines.registry import ScriptedPolicy, get_policy, policies_for, report_for, runner_for
+
+COLUMNS = ("policy", "seed", "cycle", "final", "test_accuracy", "val_accuracy", "val_loss", "macs", "macs_full",
+           "params", "params_full", "kept_fraction", "episode_return", "step_s", "wall_s")
+
+
+def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, eval_data: str | None = None) -> gym.Env:
+    """``gym.make(env_id, eval_data=eval_data, **env_kwargs)`` (``eval_data`` only when given)."""
+    import prune_gym  # noqa: F401 - registers the ids
+
+    kwargs = dict(env_kwargs or {})
+    if eval_data is not None:
+        kwargs["eval_data"] = str(eval_data)
+    return gym.make(env_id, **kwargs)
+
+
+def result_row(policy: str, seed: int, info: dict[str, Any], *, cycle: int, final: bool = False,
+               episode_return: float | None = None, step_s: float | None = None,
+               wall_s: float | None = None) -> dict[str, Any]:
+    """One row of :data:`COLUMNS` from an env's ``info`` (the common accounting names)."""
+    macs, macs_full = info.get("macs"), info.get("macs_full")
+    kept = info.get("kept_fraction")
+    if kept is None and macs is not None and macs_full:
+        kept = macs / macs_full
+    row = {"policy": policy, "seed": seed, "cycle": cycle, "final": final, "kept_fraction": kept,
+           "episode_return": episode_return, "step_s": step_s, "wall_s": wall_s}
+    for name in ("test_accuracy", "val_accuracy", "val_loss", "macs", "macs_full", "params", "params_full"):
+        row[name] = info.get(name)
+    return row
+
+
+def play_episode(
+    env: gym.Env, policy: ScriptedPolicy, seed: int, before_action: Callable[[gym.Env], None] | None = None
+) -> list[dict[str, Any]]:
+    """Play one episode of ``policy`` from ``env.reset(seed=seed)``: one row for the reset state
+    (cycle 0) and one per step (``final`` not set). ``before_action(env)`` runs before each
+    action is chosen (a runner may record the env's state there)."""
+    started = time.perf_counter()
+    obs, info = env.reset(seed=seed)
+    act = policy.make(env.unwrapped)
+    rows = [result_row(policy.name, seed, info, cycle=0, episode_return=0.0,
+                       step_s=time.perf_counter() - started, wall_s=time.perf_counter() - started)]
+    total, steps, done = 0.0, 0, False
+    while not done:
+        if before_action is not None:
+            before_action(env)
+        step_started = time.perf_counter()
+        obs, reward, terminated, truncated, info = env.step(act(obs, info))
+        total, steps, done = total + float(reward), steps + 1, terminated or truncated
+        now = time.perf_counter()
+        rows.append(result_row(policy.name, seed, info, cycle=int(info.get("cycle", steps)), episode_return=total,
+                               step_s=now - step_started, wall_s=now - started))
+    return rows
+
+
+def default_runner(env_id: str, policy: ScriptedPolicy, seed: int, env_kwargs: dict[str, Any],
+                   eval_data: str | None) -> list[dict[str, Any]]:
+    """One episode; its rows, and a copy of the last one marked ``final``."""
+    env = make_env(env_id, env_kwargs, eval_data)
+    try:
+        rows = play_episode(env, policy, seed)
+    finally:
+        env.close()
+    return [*rows, {**rows[-1], "final": True}]
+
+
+def select_policies(env_id: str, names: str = "all") -> list[ScriptedPolicy]:
+    """``"all"`` or comma-separated names → the registered policies of ``env_id``'s family."""
+    if names.strip() == "all":
+        return policies_for(env_id)
+    return [get_policy(env_id, name.strip()) for name in names.split(",") if name.strip()]
+
+
+def load_agents(run_dirs: Sequence[str]) -> list[ScriptedPolicy]:
+    """Trained agents as policies, through ``agents.runs.load_agent_policy`` (imported only here)."""
+    if not run_dirs:
+        return []
+    try:
+        from agents.runs import load_agent_policy
+    except ImportError as error:
+        raise SystemExit(
+            f"--agents needs agents.runs.load_agent_policy, which could not be imported ({error}). "
+            "Install prune-gym with its agents package (the agents issue adds it), or leave out --agents."
+        ) from error
+    return [load_agent_policy(run_dir) for run_dir in run_dirs]
+
+
+def compare(
+    env_id: str,
+    policies: str = "all",
+    agent_dirs: Sequence[str] = (),
+    seeds: int = 1,
+    eval_data: str | None = None,
+    out: str | Path = "compare",
+    env_kwargs: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Run every selected policy and agent for seeds ``0..seeds-1`` on ``env_id`` and write
+    ``results.csv``, ``results.md`` and ``pareto.png`` into ``out``. Returns every row."""
+    from tqdm.auto import tqdm
+
+    if seeds < 1:
+        raise ValueError(f"--seeds must be ≥ 1, got {seeds}.")
+    if eval_data is not None and not Path(eval_data).is_file():
+        raise ValueError(f"--eval-data {eval_data!r} is not a file; give an .npz with x_test and y_test.")
+    selected = [*select_policies(env_id, policies), *load_agents(agent_dirs)]
+    if not selected:
+        raise ValueError(f"No policies to run on {env_id}.")
+    runner = runner_for(env_id) or default_runner
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    # Seed-major order: runs of one seed share what an env caches per seed (e.g. DropNet's
+    # unpruned network), and every policy has results early on.
+    runs = [(policy, seed) for seed in range(seeds) for policy in selected]
+    progress = tqdm(runs, desc=f"compare {env_id}", unit="run")
+    for policy, seed in progress:
+        progress.set_postfix(policy=policy.name, seed=seed)
+        rows.extend(runner(env_id, policy, seed, dict(env_kwargs or {}), eval_data))
+        write_outputs(rows, out, env_id, [policy.name for policy in selected])
+    progress.close()
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Outputs
+# ----------------------------------------------------------------------------------------------
+
+
+def write_outputs(rows: list[dict[str, Any]], out: Path, env_id: str, order: Sequence[str]) -> None:
+    write_csv(rows, out / "results.csv")
+    (out / "results.md").write_text(markdown_table(rows, env_id, order))
+    plot_pareto(rows, out / "pareto.png", env_id, order)
+    report = report_for(env_id)
+    if report is not None:  # the family's own figures and tables (see baselines.registry.register_report)
+        report(rows, out, env_id)
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({name: "" if row.get(name) is None else row[name] for name in COLUMNS})
+
+
+def _values(rows: list[dict[str, Any]], name: str) -> np.ndarray:
+    return np.array([float(row[name]) for row in rows if row.get(name) is not None], dtype=np.float64)
+
+
+def _mean_std(values: np.ndarray, scale: float = 1.0, digits: int = 2) -> str:
+    if len(values) == 0:
+        return "–"
+    mean = f"{scale * values.mean():.{digits}f}"
+    return mean if len(values) == 1 else f"{mean} ± {scale * values.std(ddof=1):.{digits}f}"
+
+
+def markdown_table(rows: list[dict[str, Any]], env_id: str, order: Sequence[str]) -> str:
+    """Mean ± sample std over seeds of each policy's final row (and of the cycle-0 rows, the
+    unpruned network, where the runs have them)."""
+    lines = [f"# `{env_id}`: final results, mean ± std over seeds", "",
+             "| policy | seeds | test accuracy (%) | kept fraction | MACs/image (M) | params | cycles | return "
+             "| wall (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    # (column, scale, digits) of each figure after the policy and seed count.
+    figures = (("test_accuracy", 100, 2), ("kept_fraction", 1, 3), ("macs", 1e-6, 3), ("params", 1, 0),
+               ("cycle", 1, 1), ("episode_return", 1, 3), ("wall_s", 1, 1))
+
+    def line(name: str, group: list[dict[str, Any]]) -> str:
+        cells = [name, str(len({row["seed"] for row in group}))]
+        cells += [_mean_std(_values(group, column), scale, digits) for column, scale, digits in figures]
+        return "| " + " | ".join(cells) + " |"
+
+    start = [row for row in rows if row.get("cycle") == 0 and not row.get("final")]
+    if start:
+        # One unpruned network per seed (every policy starts from the same one).
+        by_seed = {row["seed"]: row for row in start}
+        lines.append(line("*(unpruned, cycle 0)*", list(by_seed.values())))
+    for name in order:
+        group = [row for row in rows if row["policy"] == name and row.get("final")]
+        if group:
+            lines.append(line(name, group))
+    per_step = seconds_per_step(rows)
+    if not math.isnan(per_step):
+        lines += ["", f"Seconds per env step (mean over every step of every run): {per_step:.2f}"]
+    return "\n".join(lines) + "\n"
+
+
+def curve(rows: list[dict[str, Any]], policy: str, x_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per cycle, the mean over seeds of ``x_name`` and of test accuracy (step rows of ``policy``)."""
+    steps = [row for row in rows if row["policy"] == policy and not row.get("final")
+             and row.get(x_name) is not None and row.get("test_accuracy") is not None]
+    cycles = sorted({row["cycle"] for row in steps})
+    xs = [np.mean([row[x_name] for row in steps if row["cycle"] == c]) for c in cycles]
+    ys = [np.mean([row["test_accuracy"] for row in steps if row["cycle"] == c]) for c in cycles]
+    return np.array(xs, dtype=np.float64), np.array(ys, dtype=np.float64)
+
+
+def plot_pareto(rows: list[dict[str, Any]], path: Path, env_id: str, order: Sequence[str]) -> None:
+    """Test accuracy against kept fraction (left) and MACs per image (right), one line per policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for index, name in enumerate(order):
+        colour = f"C{index % 10}"
+        finals = [row for row in rows if row["policy"] == name and row.get("final")
+                  and row.get("test_accuracy") is not None]
+        for axis, x_name, scale in ((axes[0], "kept_fraction", 1.0), (axes[1], "macs", 1e-6)):
+            xs, ys = curve(rows, name, x_name)
+            if len(xs):
+                axis.plot(scale * xs, 100 * ys, "o-", color=colour, markersize=3, label=name)
+            points = [(scale * row[x_name], 100 * row["test_accuracy"])
+                      for row in finals if row.get(x_name) is not None]
+            if points:
+                axis.scatter(*zip(*points), marker="*", s=90, color=colour, edgecolors="black", linewidths=0.5,
+                             zorder=3, label=None if len(xs) else name)
+    for axis, label in ((axes[0], "fraction of units kept"), (axes[1], "MACs per image (M)")):
+        axis.set_xlabel(label)
+        axis.set_ylabel("test accuracy (%)")
+        axis.invert_xaxis()  # pruning proceeds to the right, as in DropNet's figures
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    seeds = len({row["seed"] for row in rows})
+    figure.suptitle(f"{env_id}: test accuracy vs size, mean over {seeds} seed(s) per cycle; ★ final")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def seconds_per_step(rows: list[dict[str, Any]]) -> float:
+    """Mean wall seconds of the env steps in ``rows`` (NaN when there are none)."""
+    steps = _values([row for row in rows if not row.get("final") and row.get("cycle")], "step_s")
+    return float(steps.mean()) if len(steps) else math.nan

@@ -1,0 +1,292 @@
+"""LayerPrune: remove layers of a CNN during training, guided by how non-linear each layer has become."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+
+from prune_gym.data import DATASETS
+from prune_gym.envs.base import (
+    EpochBatches,
+    SplitData,
+    accounting_info,
+    classifier_metrics,
+    load_split_data,
+    model_costs,
+    torch_seed,
+    train_iterations,
+)
+from prune_gym.models.alpha_cnn import DEFAULT_NU_RATE, AlphaCNN
+from prune_gym.training import resolve_device
+
+# Per-layer observation blocks (each padded to max_layers), then the four scalars.
+LAYER_FEATURES = ("alive", "alpha", "gamma", "alpha_change")
+GLOBAL_FEATURES = ("val_accuracy", "val_loss", "macs_fraction", "budget_fraction")
+
+
+def scale_to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images → float32 in [0, 1] (LayerPrune's input convention)."""
+    return images.float() / 255.0
+
+
+class LayerPruneEnv(gym.Env):
+    """LayerPrune: during training, decide after every epoch whether to remove a layer.
+
+    ## Description
+    A CNN (:class:`prune_gym.models.alpha_cnn.AlphaCNN`: stem, ``max_layers`` removable 3×3 conv
+    layers of equal width, each conv → BN → ``f(x) = x + α·ReLU(−x)``, linear head) is trained from
+    scratch with Adam on images scaled to [0, 1]; ``α = σ((σ(γ) − 0.5)·ν_t)`` with a learned ``γ``
+    per layer and ``ν_t = nu_rate · t`` (``t`` optimiser steps so far). ``α → 1`` is a ReLU,
+    ``α → 0`` the identity (a purely linear layer, a candidate for removal). Each environment step
+    first applies the action (possibly removing a layer: a new model with one fewer layer receives
+    every remaining layer's weights and its γ/α histories), then trains for one epoch (or
+    ``iterations_per_step`` optimiser steps) and evaluates on the validation split. After a removal
+    the convolutional layers can be frozen for ``freeze_epochs`` steps (only the head trains).
+
+    ## Action Space
+    ``Discrete(max_layers + 1)``: ``0`` keeps training; ``l ≥ 1`` removes layer ``l − 1`` (indices
+    of the original network, which stay fixed as layers go). :meth:`action_masks` marks the
+    removable layers (for sb3-contrib's ``MaskablePPO``). Removing a layer that is already gone is
+    *invalid*: the step then keeps training as action 0 would, adds ``invalid_action_penalty`` to
+    the reward and reports ``info["invalid_action"] = True``. Anything outside the action space
+    raises ``ValueError``.
+
+    ## Observation Space
+    ``Box((4·max_layers + 4,), float32)``: four blocks of ``max_layers`` entries in original layer
+    order — alive flag (0/1), ``α`` (0–1), ``γ`` (unbounded) and the change of ``α`` since the
+    previous step (−1..1); dead layers read 0 — then validation accuracy (0–1), validation
+    cross-entropy (nats, ≥ 0), fraction of the full model's MACs kept (0–1) and fraction of the
+    epoch budget used (0–1).
+
+    ## Rewards
+    ``mac_weight · (MACs removed this step / MACs of the full model) − ce_weight · (validation CE
+    after the step − validation CE before it)`` (+ ``invalid_action_penalty`` on an invalid action).
+    Summed over an episode this telescopes to ``mac_weight · (fraction of MACs removed) −
+    ce_weight · (final − initial validation CE)``: the return values the final trade-off only, and
+    the initial CE (the untrained network's) is fixed by the seed. Defaults ``mac_weight = 1``,
+    ``ce_weight = 1``, ``invalid_action_penalty = −0.1``.
+
+    ## Starting State
+    A freshly initialised network (all layers alive, ``t = 0``, so every ``α = 0.5``), weights and
+    the training order drawn from ``self.np_random``.
+
+    ## Episode End
+    Terminates after ``epochs`` steps (the epoch budget); never truncates. Every ``info`` carries
+    ``macs``, ``macs_full`` (per image, from :mod:`prune_gym.pruning.counting`), ``params``,
+    ``params_full``, ``val_accuracy``, ``val_loss``, ``cycle`` (steps taken), ``depth``,
+    ``removed`` (original index removed this step, or −1), ``invalid_action``, ``train_loss``,
+    ``train_accuracy``, and ``test_accuracy`` and ``test_loss`` (on the test split, or ``eval_data``;
+    never part of the observation or reward). The γ/α histories of
+    every layer (removed ones up to their removal) are in :meth:`layer_histories`.
+
+    ## Arguments
+    - ``dataset``: ``"cifar10"``, ``"cifar100"``, ``"mnist"`` or ``"synthetic"``; ``data_root`` as for every env.
+    - ``width``, ``max_layers``: channels of every layer and removable layers at the start.
+    - ``epochs``: the budget of environment steps (default 20, as in the method's report).
+    - ``iterations_per_step``: optimiser steps per environment step; ``None`` = one epoch over the
+      (subset of the) training split. ``train_subset``: use only this many training images.
+    - ``batch_size``, ``lr`` (Adam), ``nu_rate``, ``gamma_lr``: Adam learning rate of the γ's
+      (``None`` = ``lr``). Default 0.01: with ``lr`` = 0.001 a γ moves at most ~0.001 per Adam
+      step, ~1.3 in the default budget of 1,280 steps, while α < 0.01 at ``ν = 12.8`` needs
+      ``γ < −1.8``; measured on the CIFAR-10 subset, ``gamma_lr = 0.001`` left every α above 0.4
+      after 6 epochs and ``0.01`` took the last layer's α to 0.036 after 11.
+    - ``freeze_epochs``: steps with frozen convolutional layers after each removal (0 = none).
+    - ``mac_weight``, ``ce_weight``, ``invalid_action_penalty``: see Rewards.
+    - ``val_fraction``: held-out fraction of the training images (default 0.2: an 80/20 split).
+    - ``eval_data``: ``.npz`` whose ``x_test``/``y_test`` replace the test split for ``test_accuracy``.
+    - ``device``: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+
+    ## Version History
+    - v0: initial release.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        dataset: str = "cifar10",
+        width: int = 32,
+        max_layers: int = 6,
+        epochs: int = 20,
+        iterations_per_step: int | None = None,
+        train_subset: int | None = None,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        gamma_lr: float | None = 1e-2,
+        nu_rate: float = DEFAULT_NU_RATE,
+        freeze_epochs: int = 1,
+        mac_weight: float = 1.0,
+        ce_weight: float = 1.0,
+        invalid_action_penalty: float = -0.1,
+        val_fraction: float = 0.2,
+        data_root: str | None = None,
+        eval_data: str | None = None,
+        device: str = "auto",
+    ):
+        if dataset not in DATASETS:
+            raise ValueError(f"Unknown dataset {dataset!r}; expected one of {DATASETS}.")
+        for name, value in (("width", width), ("max_layers", max_layers), ("epochs", epochs),
+                            ("batch_size", batch_size)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if iterations_per_step is not None and (not isinstance(iterations_per_step, int) or iterations_per_step < 1):
+            raise ValueError(f"iterations_per_step must be a positive integer or None (one epoch), "
+                             f"got {iterations_per_step!r}.")
+        if not isinstance(freeze_epochs, int) or freeze_epochs < 0:
+            raise ValueError(f"freeze_epochs must be an integer ≥ 0, got {freeze_epochs!r}.")
+        self.dataset_name, self.width, self.max_layers, self.epochs = dataset, width, max_layers, epochs
+        self.iterations_per_step, self.train_subset, self.batch_size = iterations_per_step, train_subset, batch_size
+        self.lr, self.nu_rate, self.freeze_epochs = lr, nu_rate, freeze_epochs
+        self.gamma_lr = lr if gamma_lr is None else gamma_lr
+        self.mac_weight, self.ce_weight, self.invalid_action_penalty = mac_weight, ce_weight, invalid_action_penalty
+        self.val_fraction, self.data_root, self.eval_data = val_fraction, data_root, eval_data
+        self.device = resolve_device(device)
+        self.action_space = spaces.Discrete(max_layers + 1)
+        zeros, ones = np.zeros(max_layers, np.float32), np.ones(max_layers, np.float32)
+        low = np.concatenate([zeros, zeros, np.full(max_layers, -np.inf, np.float32), -ones, [0, 0, 0, 0]])
+        high = np.concatenate([ones, ones, np.full(max_layers, np.inf, np.float32), ones, [1, np.inf, 1, 1]])
+        self.observation_space = spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
+        self._data: SplitData | None = None
+        self.model: AlphaCNN | None = None
+
+    # -- lazily loaded data -------------------------------------------------------------------
+
+    @property
+    def data(self) -> SplitData:
+        if self._data is None:
+            self._data = load_split_data(self.dataset_name, self.data_root, self.val_fraction, self.train_subset,
+                                         self.eval_data, self.device)
+        return self._data
+
+    # -- the episode ------------------------------------------------------------------------------
+
+    def _build_optimizer(self) -> torch.optim.Adam:
+        assert self.model is not None
+        gammas = [layer.activation.gamma for layer in self.model.layers]
+        ids = {id(gamma) for gamma in gammas}
+        others = [parameter for parameter in self.model.parameters() if id(parameter) not in ids]
+        groups = [{"params": others, "lr": self.lr}] + ([{"params": gammas, "lr": self.gamma_lr}] if gammas else [])
+        return torch.optim.Adam(groups)
+
+    def _loss_and_logits(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.model is not None
+        if self.model.features_frozen:  # frozen layers keep their BN statistics too: only the head trains
+            for module in self.model.feature_modules():
+                module.eval()
+        logits = self.model(scale_to_unit(images))
+        return F.cross_entropy(logits, labels), logits
+
+    def _validate(self) -> dict[str, float]:
+        assert self.model is not None
+        return classifier_metrics(self.model, self.data.val_images, self.data.val_labels, self.data, scale_to_unit)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        data = self.data
+        channels = data.dataset.image_shape[0]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(torch_seed(self.np_random))
+            self.model = AlphaCNN(channels, data.dataset.num_classes, self.width, self.max_layers,
+                                  self.nu_rate).to(self.device)
+        self._optimizer = self._build_optimizer()
+        self._batches = EpochBatches(data.train_images, data.train_labels, self.batch_size,
+                                     torch.Generator().manual_seed(torch_seed(self.np_random)))
+        self._costs_full = model_costs(self.model, data.dataset.image_shape)
+        self._costs = dict(self._costs_full)
+        self._cycle, self._frozen_left = 0, 0
+        self._removed: dict[int, int] = {}  # original index → cycle of its removal
+        self._removed_histories: dict[int, tuple[list[float], list[float]]] = {}
+        self.model.record_history()
+        self._val = self._validate()
+        return self._observation(), self._info({"removed": -1, "invalid_action": False})
+
+    def step(self, action):
+        if self.model is None:
+            raise RuntimeError("call reset() before step().")
+        if self._cycle >= self.epochs:
+            raise RuntimeError(f"The episode ended after its {self.epochs} epochs: call reset() before step().")
+        if not self.action_space.contains(action):
+            raise ValueError(f"Invalid action {action!r}: expected an integer in 0..{self.max_layers} "
+                             f"(0 = keep training, l = remove layer l-1).")
+        action = int(action)
+        invalid = action > 0 and not self._alive(action - 1)
+        previous_ce, previous_macs = self._val["cross_entropy"], self._costs["macs"]
+        removed = -1
+        if action > 0 and not invalid:
+            removed = action - 1
+            self._remove(removed)
+        # Freezing applies to the steps right after a removal; the counter is set by _remove.
+        self.model.set_features_frozen(self._frozen_left > 0)
+        self._frozen_left = max(0, self._frozen_left - 1)
+        iterations = self.iterations_per_step or self._batches.iterations_per_epoch
+        metrics = train_iterations(self.model, self._optimizer, self._batches, self._loss_and_logits, iterations,
+                                   self._validate, after_step=self.model.advance, description="LayerPrune step")
+        self.model.set_features_frozen(False)
+        self.model.record_history()
+        self._val = {"accuracy": metrics["accuracy"], "cross_entropy": metrics["cross_entropy"]}
+        self._cycle += 1
+        reward = (self.mac_weight * (previous_macs - self._costs["macs"]) / self._costs_full["macs"]
+                  - self.ce_weight * (self._val["cross_entropy"] - previous_ce))
+        if invalid:
+            reward += self.invalid_action_penalty
+        terminated = self._cycle >= self.epochs
+        info = self._info({"removed": removed, "invalid_action": invalid,
+                           "train_loss": metrics["train_loss"], "train_accuracy": metrics["train_accuracy"]})
+        return self._observation(), float(reward), bool(terminated), False, info
+
+    def _remove(self, origin: int) -> None:
+        assert self.model is not None
+        position = [layer.origin for layer in self.model.layers].index(origin)
+        layer = self.model.layers[position]
+        self._removed_histories[origin] = (list(layer.gamma_history), list(layer.alpha_history))
+        self._removed[origin] = self._cycle
+        self.model = self.model.without_layer(position)
+        self._optimizer = self._build_optimizer()
+        self._costs = model_costs(self.model, self.data.dataset.image_shape)
+        self._frozen_left = self.freeze_epochs
+
+    # -- observation, info and accessors ----------------------------------------------------------
+
+    def _alive(self, origin: int) -> bool:
+        return self.model is not None and any(layer.origin == origin for layer in self.model.layers)
+
+    def _observation(self) -> np.ndarray:
+        assert self.model is not None
+        blocks = np.zeros((len(LAYER_FEATURES), self.max_layers), dtype=np.float32)
+        for layer in self.model.layers:
+            alphas = layer.alpha_history
+            change = alphas[-1] - alphas[-2] if len(alphas) > 1 else 0.0
+            blocks[:, layer.origin] = (1.0, alphas[-1], layer.gamma_history[-1], change)
+        scalars = np.array([self._val["accuracy"], self._val["cross_entropy"],
+                            self._costs["macs"] / self._costs_full["macs"], self._cycle / self.epochs],
+                           dtype=np.float32)
+        return np.concatenate([blocks.ravel(), scalars]).astype(np.float32)
+
+    def _info(self, extra: dict[str, Any]) -> dict[str, Any]:
+        assert self.model is not None
+        info = accounting_info(self._costs, self._costs_full, self._val, self._cycle)
+        # The test split is small and this network cheap (~5 % of a step), so every step reports it:
+        # comparisons can then plot accuracy along the whole episode. Nothing the agent sees uses it.
+        test = classifier_metrics(self.model, self.data.test_images, self.data.test_labels, self.data, scale_to_unit)
+        return {**info, "test_accuracy": test["accuracy"], "test_loss": test["cross_entropy"],
+                "depth": self.model.depth, **extra}
+
+    def action_masks(self) -> np.ndarray:
+        """Valid actions (bool, ``max_layers + 1``): keep training, and removing each layer still alive."""
+        return np.array([True] + [self._alive(origin) for origin in range(self.max_layers)], dtype=bool)
+
+    def layer_histories(self) -> dict[int, dict[str, Any]]:
+        """Per original layer: ``gamma`` and ``alpha`` after every step so far (index 0 = at reset;
+        a removed layer's history stops at its removal) and ``removed_at`` (the step, or None)."""
+        assert self.model is not None, "call reset() first"
+        histories = {origin: {"gamma": gammas, "alpha": alphas, "removed_at": self._removed[origin]}
+                     for origin, (gammas, alphas) in self._removed_histories.items()}
+        for layer in self.model.layers:
+            histories[layer.origin] = {"gamma": list(layer.gamma_history), "alpha": list(layer.alpha_history),
+                                       "removed_at": None}
+        return dict(sorted(histories.items()))

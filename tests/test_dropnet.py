@@ -1,0 +1,248 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from conftest import DROPNET_IDS, cheap_kwargs, requires_shared_data
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+from baselines.registry import policies_for
+from prune_gym.envs.dropnet import OBS_SIZE, RULE_ACTIONS
+from prune_gym.models.masked_net import HiddenLayer, MaskedNet, MaskedNetSpec, get_masked_net_spec
+from prune_gym.pruning.counting import count_kept_params, count_macs, count_params
+from prune_gym.pruning.importance import mean_abs_activation
+from prune_gym.pruning.masks import DROP_RULES, drop_in_layer, select_drop
+
+FC = "DropNet-MNIST-FC-v0"
+
+
+@pytest.mark.parametrize("env_id", DROPNET_IDS)
+def test_registered_id_passes_both_checkers(env_id, fake_data_dir):
+    env = gym.make(env_id, **cheap_kwargs(env_id, fake_data_dir))
+    gym_check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(env.unwrapped, warn=False)
+
+
+@pytest.mark.parametrize("env_id", DROPNET_IDS)
+def test_seeded_episode_is_deterministic(env_id, fake_data_dir):
+    kwargs = {**cheap_kwargs(env_id, fake_data_dir), "kappa": 0.0}  # random fake labels: never end on κ
+
+    def play():
+        env = gym.make(env_id, **kwargs)
+        trace = [env.reset(seed=3)[0]]
+        for action in (2, 5):  # the two random rules: randomness comes from the env's seed
+            obs, reward, terminated, truncated, info = env.step(action)
+            trace += [obs, reward, info["units_kept"], info["val_loss"]]
+        return trace
+
+    first, second = play(), play()
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+def fc_env(fake_data_dir, **overrides):
+    return gym.make(FC, **{**cheap_kwargs(FC, fake_data_dir), **overrides})
+
+
+def test_episode_accounting_and_reward(fake_data_dir):
+    env = fc_env(fake_data_dir, max_cycles=5)
+    obs, info = env.reset(seed=0)
+    assert obs.shape == (OBS_SIZE,) and obs.dtype == np.float32
+    assert info["cycle"] == 0 and info["macs"] == info["macs_full"] and info["kept_fraction"] == 1.0
+    assert info["units_kept"] == info["units_full"] == [40, 40]
+    obs, reward, terminated, truncated, step_info = env.step(RULE_ACTIONS.index("min_layer"))
+    assert step_info["units_kept"] == [32, 32] and step_info["cycle"] == 1 and step_info["action_name"] == "min_layer"
+    network = env.unwrapped.network
+    expected_macs = count_macs(network, (1, 28, 28), {"hidden.0": 32, "hidden.1": 32})
+    assert step_info["macs"] == expected_macs == 784 * 32 + 32 * 32 + 32 * 10
+    assert step_info["params"] == count_kept_params(network, (1, 28, 28), {"hidden.0": 32, "hidden.1": 32})
+    expected = (info["macs"] - step_info["macs"]) / info["macs_full"] - (step_info["val_loss"] - info["val_loss"])
+    assert isinstance(reward, float) and reward == pytest.approx(expected)
+    assert isinstance(terminated, bool) and isinstance(truncated, bool)
+    assert step_info["kappa_violated"] == (step_info["val_accuracy"] < 0.98 * info["val_accuracy"])
+    for key in ("val_accuracy", "val_loss", "test_accuracy", "params_full"):
+        assert key in step_info
+
+
+def test_stop_ends_the_episode_and_step_after_end_is_an_error(fake_data_dir):
+    env = fc_env(fake_data_dir)
+    env.reset(seed=0)
+    _, reward, terminated, truncated, info = env.step(RULE_ACTIONS.index("stop"))
+    assert terminated and not truncated and reward == 0.0 and info["kept_fraction"] == 1.0
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(0)
+
+
+def test_kappa_ends_the_episode(fake_data_dir):
+    env = fc_env(fake_data_dir, kappa=1.0, drop_fraction=0.9)  # any drop that loses accuracy ends it
+    env.reset(seed=0)
+    _, _, terminated, _, info = env.step(0)
+    assert info["kappa_violated"] == (info["val_accuracy"] < info["val_accuracy_full"])
+    assert terminated == info["kappa_violated"]
+
+
+def test_truncates_after_max_cycles_and_min_units_end(fake_data_dir):
+    env = fc_env(fake_data_dir, kappa=0.0, max_cycles=2)
+    env.reset(seed=0)
+    assert env.step(0)[2:4] == (False, False)
+    assert env.step(0)[2:4] == (False, True)
+    env = fc_env(fake_data_dir, kappa=0.0, drop_fraction=1.0, max_cycles=5)
+    env.reset(seed=0)
+    _, _, terminated, truncated, info = env.step(RULE_ACTIONS.index("min_layer"))
+    assert terminated and not truncated and info["units_kept"] == [1, 1]
+
+
+def test_layer_action_mode(fake_data_dir):
+    env = fc_env(fake_data_dir, action_mode="layer", kappa=0.0)
+    assert env.action_space.n == 3 and env.unwrapped.action_names == ("drop_layer0", "drop_layer1", "stop")
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(1)
+    assert info["units_kept"] == [40, 32]
+    with pytest.raises(ValueError, match="action_mode='rule'"):
+        policies_for(FC)[0].make(env.unwrapped)
+
+
+def test_bad_actions_and_kwargs_say_what_is_valid(fake_data_dir):
+    env = fc_env(fake_data_dir)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"0\.\.6 .*0 min, 1 max.*6 stop"):
+        env.step(7)
+    for kwargs, message in [({"kappa": 1.5}, "kappa=1.5 is invalid"), ({"drop_fraction": 0.0}, "drop_fraction"),
+                            ({"network": "vgg19"}, "conv64-conv32"), ({"action_mode": "both"}, "rule"),
+                            ({"max_epochs": 0}, "max_epochs"), ({"min_units": 41}, "narrowest"),
+                            ({"dataset": "imagenet"}, "mnist")]:
+        with pytest.raises(ValueError, match=message):
+            gym.make(FC, **kwargs)
+
+
+def test_masked_unit_contributes_nothing_and_gets_no_gradient():
+    torch.manual_seed(0)
+    spec = MaskedNetSpec("t", (HiddenLayer("conv", 4, pool=True), HiddenLayer("dense", 6)))
+    net = MaskedNet(spec, (1, 8, 8), 3)
+    images = torch.randn(5, 1, 8, 8)
+    net.set_masks([torch.tensor([1, 0, 1, 1]), torch.tensor([1, 1, 1, 0, 1, 1])])
+    before = net(images)
+    with torch.no_grad():  # whatever the masked units' weights are, the output does not change
+        net.hidden[0].weight[1].normal_(0, 10)
+        net.hidden[0].bias[1] = 5.0
+        net.hidden[1].weight[3].normal_(0, 10)
+        net.hidden[1].bias[3] = 5.0
+    activations = []
+    after = net(images, activations)
+    torch.testing.assert_close(before, after, rtol=0, atol=0)
+    assert activations[0][:, 1].abs().sum() == 0 and activations[1][:, 3].abs().sum() == 0
+    after.sum().backward()
+    assert net.hidden[0].weight.grad[1].abs().sum() == 0 and net.hidden[1].weight.grad[3].abs().sum() == 0
+    assert net.hidden[0].weight.grad[0].abs().sum() > 0
+
+
+def test_masked_counts_equal_the_smaller_dense_model():
+    big = MaskedNet(get_masked_net_spec("conv64-conv32"), (1, 28, 28), 10)
+    small = MaskedNet(MaskedNetSpec("s", (HiddenLayer("conv", 20, pool=True), HiddenLayer("conv", 7, pool=True))),
+                      (1, 28, 28), 10)
+    kept = {"hidden.0": 20, "hidden.1": 7}
+    assert count_macs(big, (1, 28, 28), kept) == count_macs(small, (1, 28, 28))
+    assert count_kept_params(big, (1, 28, 28), kept) == count_params(small)
+    assert count_kept_params(big, (1, 28, 28)) == count_params(big)
+
+
+def test_rewind_restores_theta0_exactly_and_retraining_reproduces(fake_data_dir):
+    env = fc_env(fake_data_dir, kappa=0.0)
+    env.reset(seed=0)
+    dropnet = env.unwrapped
+    theta0 = dropnet._theta0
+    trained = {name: value.clone() for name, value in dropnet.network.state_dict().items()}
+    assert any(not torch.equal(trained[name], theta0[name]) for name in theta0)  # training moved the weights
+    keep = [np.arange(40) % 2 == 0, np.ones(40, dtype=bool)]
+    dropnet._core.rewind(theta0, keep)
+    for name, value in dropnet.network.state_dict().items():
+        if name.startswith("mask"):
+            np.testing.assert_array_equal(value.numpy(), keep[int(name[4:])])
+        else:
+            assert torch.equal(value, theta0[name]), name
+    # DropNet's final retrain from θ0 reproduces a cycle's network exactly (no memo involved).
+    _, _, _, _, info = env.step(RULE_ACTIONS.index("min"))
+    stepped = {name: value.clone() for name, value in dropnet.network.state_dict().items()}
+    dropnet._trained_by_architecture.clear()
+    assert dropnet.retrain_from_init(dropnet.keep_masks)["val_loss"] == info["val_loss"]
+    retrained = dropnet._trained_by_architecture[dropnet._architecture_key(dropnet.keep_masks)].state
+    for name in stepped:
+        assert torch.equal(stepped[name], retrained[name]), name
+
+
+SCORES = [np.array([0.5, 0.1, 0.9, 0.3]), np.array([0.2, 0.8])]
+ALL = [np.ones(4, dtype=bool), np.ones(2, dtype=bool)]
+
+
+@pytest.mark.parametrize("rule, dropped", [
+    ("min", [[1, 3], [0]]),          # 3 of 6 lowest overall: 0.1, 0.2, 0.3
+    ("max", [[0, 2], [1]]),          # 0.9, 0.8, 0.5
+    ("min_layer", [[1, 3], [0]]),    # 2 of 4 and 1 of 2 per layer
+    ("max_layer", [[0, 2], [1]]),
+])
+def test_each_rule_drops_the_units_it_claims(rule, dropped):
+    keep = select_drop(rule, SCORES, ALL, 0.5, np.random.default_rng(0))
+    assert [sorted(np.flatnonzero(~mask).tolist()) for mask in keep] == dropped
+    assert all(mask.all() for mask in ALL)  # the input masks are not modified
+
+
+def test_global_min_never_empties_a_layer_and_counts_remaining_units():
+    scores = [np.array([5.0, 6.0, 7.0]), np.array([0.01, 0.02])]
+    keep = select_drop("min", scores, [np.ones(3, bool), np.ones(2, bool)], 0.6, np.random.default_rng(0))
+    assert keep[1].sum() == 1 and keep[0].tolist() == [False, False, True]  # 3 drops: 0.01, then 5, 6
+    partial = [np.array([True, False, True, True]), np.ones(2, bool)]
+    keep = select_drop("min", SCORES, partial, 0.4, np.random.default_rng(0))  # 5 remaining → 2 drops
+    assert [np.flatnonzero(~m).tolist() for m in keep] == [[1, 3], [0]]  # 0.1 was already gone
+
+
+@pytest.mark.parametrize("rule", ["random", "random_layer"])
+def test_random_rules_drop_the_right_number_reproducibly(rule):
+    first = select_drop(rule, SCORES, ALL, 0.5, np.random.default_rng(1))
+    second = select_drop(rule, SCORES, ALL, 0.5, np.random.default_rng(1))
+    assert all((a == b).all() for a, b in zip(first, second))
+    dropped = [int((~mask).sum()) for mask in first]
+    assert sum(dropped) == 3 and (rule == "random" or dropped == [2, 1])
+    rates = np.mean([select_drop(rule, SCORES, ALL, 0.5, np.random.default_rng(s))[0] for s in range(300)], axis=0)
+    assert np.all(np.abs(rates - rates.mean()) < 0.12)  # no unit favoured: scores are ignored
+
+
+def test_drop_in_layer_and_unknown_rule():
+    assert drop_in_layer("min", SCORES[0], ALL[0], 0.25, np.random.default_rng(0)).tolist() == [True, False, True, True]
+    assert drop_in_layer("min", SCORES[1], np.array([False, True]), 0.5, np.random.default_rng(0)).tolist() == [
+        False, True]  # min_units=1 stays
+    with pytest.raises(ValueError, match="min_layer"):
+        select_drop("median", SCORES, ALL, 0.5, np.random.default_rng(0))
+
+
+def test_mean_abs_activation_on_known_activations():
+    dense = torch.tensor([[1.0, -2.0], [3.0, 0.0]])
+    conv = torch.zeros(2, 1, 2, 2)
+    conv[0, 0, 0, 0], conv[1, 0, 1, 1] = -4.0, 8.0
+
+    def forward(images, activations):
+        activations.extend([dense[images], conv[images]])
+
+    scores = mean_abs_activation(forward, [torch.tensor([0]), torch.tensor([1])])
+    np.testing.assert_allclose(scores[0].numpy(), [2.0, 1.0])
+    np.testing.assert_allclose(scores[1].numpy(), [(4 / 4 + 8 / 4) / 2])
+
+
+def test_six_policies_are_registered_and_choose_their_rule(fake_data_dir):
+    env = fc_env(fake_data_dir)
+    policies = policies_for(FC)
+    assert [policy.name for policy in policies] == list(DROP_RULES)
+    obs, info = env.reset(seed=0)
+    for policy in policies:
+        assert policy.make(env.unwrapped)(obs, info) == RULE_ACTIONS.index(policy.name)
+
+
+@pytest.mark.slow
+@requires_shared_data
+def test_real_mnist_fc_cycle():
+    from conftest import SHARED_DATA
+
+    env = gym.make(FC, data_root=str(SHARED_DATA / "mnist-subset.npz"), max_epochs=2, device="cpu")
+    _, info = env.reset(seed=0)
+    assert info["test_accuracy"] > 0.75  # FC40-FC40 after two epochs on 3,310 real training digits
+    _, _, _, _, info = env.step(0)
+    assert info["kept_fraction"] == 0.8 and info["test_accuracy"] > 0.7

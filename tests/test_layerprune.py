@@ -1,0 +1,223 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import LAYERPRUNE_IDS, cheap_kwargs
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+from baselines.layerprune import ALPHA_THRESHOLD, threshold_action
+from baselines.registry import get_policy, policies_for
+from prune_gym.models.alpha_cnn import AlphaActivation, AlphaCNN
+from prune_gym.pruning.counting import count_macs, count_params
+
+ID = "LayerPrune-CIFAR10-v0"
+
+
+def make(fake_data_dir, env_id=ID, **overrides):
+    return gym.make(env_id, **{**cheap_kwargs(env_id, fake_data_dir), **overrides}).unwrapped
+
+
+def play(env, actions, seed):
+    trace = [env.reset(seed=seed)]
+    for action in actions:
+        trace.append(env.step(action))
+    return trace
+
+
+@pytest.mark.parametrize("env_id", LAYERPRUNE_IDS)
+def test_registered_id_passes_both_checkers(env_id, fake_data_dir):
+    env = make(fake_data_dir, env_id)
+    with pytest.warns(UserWarning, match="infinity"):  # honest bounds: γ and the cross-entropy are unbounded
+        gym_check_env(env, skip_render_check=True)
+    sb3_check_env(env, warn=False)
+
+
+@pytest.mark.parametrize("env_id", LAYERPRUNE_IDS)
+def test_seeded_episode_is_deterministic(env_id, fake_data_dir):
+    first = play(make(fake_data_dir, env_id), [0, 2, 0], seed=3)
+    second = play(make(fake_data_dir, env_id), [0, 2, 0], seed=3)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a[0], b[0])
+        assert a[1:] == b[1:]
+    other = play(make(fake_data_dir, env_id), [0], seed=4)
+    assert not np.array_equal(first[1][0], other[1][0])
+
+
+def test_alpha_follows_its_formula():
+    activation = AlphaActivation()
+    x = torch.linspace(-3, 3, 13)
+    for gamma, nu in ((0.0, 5.0), (1.3, 0.0), (-0.7, 2.5), (2.0, 40.0)):
+        activation.gamma.data.fill_(gamma)
+        expected = torch.sigmoid((torch.sigmoid(torch.tensor(gamma)) - 0.5) * nu)
+        assert torch.allclose(activation.alpha(nu), expected)
+        assert torch.allclose(activation(x, nu), x + expected * torch.relu(-x))
+    model = AlphaCNN(3, 10, width=4, depth=2, nu_rate=0.01)
+    assert model.alphas() == [0.5, 0.5]  # ν_0 = 0
+    for _ in range(250):
+        model.advance()
+    assert model.nu == pytest.approx(2.5)
+    model.layers[0].activation.gamma.data.fill_(-0.7)
+    assert model.alphas()[0] == pytest.approx(float(torch.sigmoid((torch.sigmoid(torch.tensor(-0.7)) - 0.5) * 2.5)))
+    # α = 1 is a ReLU, α = 0 the identity.
+    activation.gamma.data.fill_(50.0)
+    assert torch.allclose(activation(x, 1e4), torch.relu(x))
+    activation.gamma.data.fill_(-50.0)
+    assert torch.allclose(activation(x, 1e4), x)
+
+
+def test_removal_transfers_weights_and_histories_exactly():
+    torch.manual_seed(0)
+    model = AlphaCNN(3, 10, width=6, depth=4)
+    for _ in range(3):
+        for layer in model.layers:
+            layer.activation.gamma.data.add_(0.1 * (layer.origin - 1.5))
+        model.advance()
+        model.record_history()
+    model.train()
+    model(torch.rand(8, 3, 32, 32))  # non-trivial BN running statistics
+    rebuilt = model.without_layer(1)
+    assert [layer.origin for layer in rebuilt.layers] == [0, 2, 3] and rebuilt.depth == 3 and model.depth == 4
+    assert int(rebuilt.training_step) == 3
+    kept = [model.layers[i] for i in (0, 2, 3)]
+    for old, new in zip(kept, rebuilt.layers):
+        for (name, a), (_, b) in zip(old.state_dict().items(), new.state_dict().items()):
+            assert torch.equal(a, b), name
+        assert new.gamma_history == old.gamma_history and new.alpha_history == old.alpha_history
+        assert new.gamma_history is not old.gamma_history
+    for part in ("stem", "head"):
+        for a, b in zip(getattr(model, part).state_dict().values(), getattr(rebuilt, part).state_dict().values()):
+            assert torch.equal(a, b)
+    # The rebuilt network computes the old one without layer 1.
+    model.eval(), rebuilt.eval()
+    x = torch.rand(4, 3, 32, 32)
+    h = model.stem(x)
+    for layer in kept:
+        h = layer(h, model.nu)
+    assert torch.equal(rebuilt(x), model.head(h.mean(dim=(2, 3))))
+    assert count_params(rebuilt) == count_params(model) - count_params(model.layers[1])
+
+
+def test_env_removal_masks_accounting_and_reward(fake_data_dir):
+    env = make(fake_data_dir, epochs=4)
+    obs, info = env.reset(seed=0)
+    assert obs.dtype == np.float32 and env.observation_space.contains(obs)
+    assert info["macs"] == info["macs_full"] == count_macs(env.model, (3, 32, 32))
+    assert env.action_masks().tolist() == [True, True, True, True]
+    ce_before = info["val_loss"]
+    obs, reward, terminated, truncated, info = env.step(2)  # remove original layer 1
+    assert info["removed"] == 1 and info["depth"] == 2 and not info["invalid_action"]
+    assert env.action_masks().tolist() == [True, True, False, True]
+    assert obs[1] == 0.0 and obs[0] == obs[2] == 1.0  # alive flags
+    assert info["macs"] == count_macs(env.model, (3, 32, 32)) < info["macs_full"]
+    assert info["params"] == count_params(env.model) < info["params_full"]
+    removed_fraction = (info["macs_full"] - info["macs"]) / info["macs_full"]
+    assert reward == pytest.approx(removed_fraction - (info["val_loss"] - ce_before))
+    assert set(info) >= {"macs", "macs_full", "params", "params_full", "val_accuracy", "val_loss", "cycle"}
+    histories = env.layer_histories()
+    assert histories[1]["removed_at"] == 0 and len(histories[1]["alpha"]) == 1
+    assert len(histories[0]["alpha"]) == 2 and histories[0]["removed_at"] is None
+    assert obs[-1] == pytest.approx(1 / 4) and info["cycle"] == 1
+
+
+def test_invalid_action_is_a_documented_outcome_not_a_crash(fake_data_dir):
+    env = make(fake_data_dir, invalid_action_penalty=-0.5)
+    env.reset(seed=0)
+    env.step(1)
+    ce_before = env._val["cross_entropy"]
+    obs, reward, terminated, truncated, info = env.step(1)  # layer 0 is gone already
+    assert info["invalid_action"] and info["removed"] == -1 and info["depth"] == 2
+    assert reward == pytest.approx(-(info["val_loss"] - ce_before) - 0.5)
+    for bad in (4, -1, 1.5, "2"):
+        with pytest.raises(ValueError, match=r"expected an integer in 0\.\.3"):
+            env.step(bad)
+    env.step(0)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(0)
+    with pytest.raises(ValueError, match="max_layers"):
+        make(fake_data_dir, max_layers=0)
+
+
+def test_freezing_trains_only_the_head_after_a_removal(fake_data_dir):
+    env = make(fake_data_dir, freeze_epochs=1)
+    env.reset(seed=0)
+    expected = env.model.without_layer(2)  # what the removal builds, before training
+    env.step(3)  # removal, then a frozen step: only the head (and the step counter) change
+    changed = {name for name, value in env.model.state_dict().items()
+               if not torch.equal(value, expected.state_dict()[name])}
+    assert changed == {"head.weight", "head.bias", "training_step"}
+    after_frozen = {name: value.clone() for name, value in env.model.state_dict().items()}
+    env.step(0)  # unfrozen again
+    changed = {name for name, value in env.model.state_dict().items() if not torch.equal(value, after_frozen[name])}
+    assert any(name.startswith("layers.") for name in changed) and "stem.0.weight" in changed
+
+
+def test_masked_ppo_learns_on_the_env(fake_data_dir):
+    sb3_contrib = pytest.importorskip("sb3_contrib")
+    env = make(fake_data_dir)
+    model = sb3_contrib.MaskablePPO("MlpPolicy", env, n_steps=6, batch_size=6, n_epochs=1, seed=0, device="cpu")
+    model.learn(6)
+    env.reset(seed=0)
+    env.step(1)
+    action, _ = model.predict(env._observation(), action_masks=env.action_masks(), deterministic=True)
+    assert int(action) != 1
+
+
+def test_baselines_implement_the_stated_rules(fake_data_dir):
+    assert [policy.name for policy in policies_for(ID)] == ["alpha-threshold", "never-remove"]
+    layers = 4
+    obs = np.zeros(4 * layers + 4, dtype=np.float32)
+    obs[:layers] = [1, 1, 0, 1]
+    obs[layers:2 * layers] = [0.5, 0.009, 0.0, 0.002]
+    assert threshold_action(obs, layers) == 4  # layer 3 has the lowest α under 0.01; layer 2 is dead
+    obs[2 * layers - 1] = 0.3
+    assert threshold_action(obs, layers) == 2
+    obs[layers + 1] = ALPHA_THRESHOLD
+    assert threshold_action(obs, layers) == 0  # not below the threshold
+    env = make(fake_data_dir)
+    obs, info = env.reset(seed=0)
+    policy = get_policy(ID, "alpha-threshold").make(env)
+    assert policy(obs, info) == 0  # α = 0.5 everywhere at the start
+    with torch.no_grad():
+        env.model.layers[1].activation.gamma.fill_(-30.0)
+        for _ in range(2000):
+            env.model.advance()
+    obs, *_, info = env.step(0)
+    assert obs[3 + 1] < ALPHA_THRESHOLD and policy(obs, info) == 2
+    assert get_policy(ID, "never-remove").make(env)(obs, info) == 0
+
+
+def test_cross_entropy_objective_is_trained(fake_data_dir):
+    env = make(fake_data_dir, iterations_per_step=1)
+    env.reset(seed=0)
+    images, labels = env.data.train_images[:16], env.data.train_labels[:16]
+    loss, logits = env._loss_and_logits(images, labels)
+    assert torch.allclose(loss, F.cross_entropy(env.model(images.float() / 255), labels))
+
+
+def test_compare_writes_the_family_report(fake_data_dir, tmp_path):
+    from baselines.compare import compare
+
+    kwargs = {key: value for key, value in cheap_kwargs(ID, fake_data_dir).items()}
+    rows = compare(ID, seeds=1, out=tmp_path, env_kwargs=kwargs)
+    finals = [row for row in rows if row["final"]]
+    assert [row["policy"] for row in finals] == ["alpha-threshold", "never-remove"]
+    assert all(row["depth"] == 3 for row in rows if row["policy"] == "never-remove")
+    assert set(finals[0]["layer_histories"]) == {0, 1, 2}
+    assert len(finals[0]["layer_histories"][0]["alpha"]) == kwargs["epochs"] + 1
+    for name in ("results.csv", "results.md", "pareto.png", "layer_histories.png", "layerprune.md"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    table = (tmp_path / "layerprune.md").read_text()
+    assert "| never-remove | 1 | 3.00 |" in table
+
+
+def test_eval_data_replaces_the_test_split_and_train_subset_cuts_training(fake_data_dir, tmp_path):
+    from conftest import write_fake_npz
+
+    held_out = write_fake_npz(tmp_path / "held-out.npz", "cifar10", train_size=8, test_size=5)
+    env = make(fake_data_dir, eval_data=str(held_out), train_subset=20)
+    _, info = env.reset(seed=0)
+    assert len(env.data.test_labels) == 5 and len(env.data.train_labels) == 20
+    expected = (env.model.eval()(env.data.test_images.float() / 255).argmax(1) == env.data.test_labels).float().mean()
+    assert info["test_accuracy"] == pytest.approx(float(expected))
