@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from baselines.registry import register_policy
+from baselines.registry import register_policy, register_runner
 
 UNIFORM_GROUPS = (1, 2, 3, 4)  # the registered uniform policies; a policy errors if g > the env's k
 
@@ -92,6 +92,7 @@ def vanilla_network(dataset: str, base: str, factor: float, data_root: str | Non
             "params": sum(cost.params() for cost in trace_layer_costs(dense, data.image_shape)), "pretrain": metrics}
 
 
+@register_runner("RNP")
 def rnp_runner(env_id: str, policy: Any, seed: int, env_kwargs: dict[str, Any],
                eval_data: str | None) -> list[dict[str, Any]]:
     """``prune-gym compare``'s runner for RNP: one RNP episode is one image, so a run is the policy

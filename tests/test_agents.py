@@ -268,3 +268,16 @@ def test_sb3_box_algorithms_and_resume(tmp_path, algo):
     from agents.sb3 import SB3_ALGORITHMS
 
     assert SB3_ALGORITHMS[algo].load(run_dir / "final_model.zip").num_timesteps >= 80
+
+
+@pytest.mark.parametrize("algo", ["rnp-dqn", "dqn", "ppo", "a2c", "sac", "td3"])
+def test_hyperparameter_files_name_only_registered_ids(algo):
+    import gymnasium as gym
+    import yaml
+
+    import prune_gym  # noqa: F401
+    from agents.runs import HYPERPARAMS_DIR
+
+    table = yaml.safe_load((HYPERPARAMS_DIR / f"{algo}.yml").read_text())
+    assert "default" in table
+    assert [key for key in table if key != "default" and key not in gym.registry] == []
