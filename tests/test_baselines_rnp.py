@@ -75,3 +75,18 @@ def test_vanilla_network_trains_a_plain_narrow_cnn(fake_data_dir):
     figures = vanilla_network("cifar10", "cnn4", 0.5, str(fake_data_dir), device="cpu", pretrain_steps=2)
     assert figures["backbone"] == "cnn4-w0.5" and 0.0 <= figures["accuracy"] <= 1.0
     assert figures["macs"] == vanilla_macs("cnn4", 0.5, (3, 32, 32), 10)
+
+
+def test_compare_runs_rnp_policies_and_a_trained_agent_over_the_test_split(tmp_path):
+    from agents.runs import train_run
+    from baselines.compare import compare
+
+    run_dir = train_run("RNP-Synthetic-v0", "rnp-dqn", timesteps=96, out=tmp_path / "run", env_kwargs=SYNTHETIC,
+                        hyperparams={"num_envs": 16, "learning_starts": 16, "batch_size": 8})
+    rows = compare("RNP-Synthetic-v0", "uniform-1,uniform-4", [str(run_dir)], seeds=1, out=tmp_path / "cmp",
+                   env_kwargs=SYNTHETIC)
+    by_policy = {row["policy"]: row for row in rows}
+    assert set(by_policy) == {"uniform-1", "uniform-4", "rnp-dqn:run"}
+    assert by_policy["uniform-4"]["kept_fraction"] == 1.0 and by_policy["uniform-1"]["kept_fraction"] < 0.3
+    assert all(0.0 <= row["test_accuracy"] <= 1.0 and row["final"] for row in rows)
+    assert {"results.csv", "results.md", "pareto.png"} <= {path.name for path in (tmp_path / "cmp").iterdir()}
