@@ -30,7 +30,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from baselines.registry import ScriptedPolicy, get_policy, policies_for, runner_for
+from baselines.registry import ScriptedPolicy, family_of, get_policy, policies_for, runner_for
 
 COLUMNS = ("policy", "seed", "cycle", "final", "test_accuracy", "val_accuracy", "val_loss", "macs", "macs_full",
            "params", "params_full", "kept_fraction", "episode_return", "step_s", "wall_s")
@@ -134,7 +134,13 @@ def compare(
         raise ValueError(f"--seeds must be ≥ 1, got {seeds}.")
     if eval_data is not None and not Path(eval_data).is_file():
         raise ValueError(f"--eval-data {eval_data!r} is not a file; give an .npz with x_test and y_test.")
-    selected = [*select_policies(env_id, policies), *load_agents(agent_dirs)]
+    agents = load_agents(agent_dirs)
+    wrong = [f"{agent.name} ({agent.family})" for agent in agents if agent.family != family_of(env_id)]
+    if wrong:
+        raise ValueError(f"Agents trained for another env family cannot run on {env_id}: {', '.join(wrong)}.")
+    selected = [*select_policies(env_id, policies), *agents]
+    if len({policy.name for policy in selected}) < len(selected):
+        raise ValueError(f"Policy names must be unique; got {[policy.name for policy in selected]}.")
     if not selected:
         raise ValueError(f"No policies to run on {env_id}.")
     runner = runner_for(env_id) or default_runner

@@ -84,6 +84,22 @@ def test_agents_without_the_agents_package_is_a_clear_error(tmp_path, monkeypatc
         compare(FC, policies="min", agent_dirs=[str(tmp_path)], out=tmp_path / "o")
 
 
+def test_agents_are_run_like_scripted_policies(fake_data_dir, tmp_path, monkeypatch):
+    import types
+
+    def load_agent_policy(run_dir):
+        family = "DropNet" if run_dir.endswith("good") else "RNP"
+        return registry.ScriptedPolicy(family, f"agent-{run_dir[-4:]}", "test agent", lambda env: lambda obs, info: 6)
+
+    monkeypatch.setitem(sys.modules, "agents.runs", types.SimpleNamespace(load_agent_policy=load_agent_policy))
+    kwargs = {**cheap_kwargs(FC, fake_data_dir), "kappa": 0.0}
+    rows = compare(FC, policies="min", agent_dirs=["run-good"], out=tmp_path / "o", env_kwargs=kwargs)
+    agent_rows = [row for row in rows if row["policy"] == "agent-good"]
+    assert [row["cycle"] for row in agent_rows] == [0, 0, 0] and agent_rows[-1]["final"]  # stop at once
+    with pytest.raises(ValueError, match="another env family"):
+        compare(FC, policies="min", agent_dirs=["run-bad!"], out=tmp_path / "o", env_kwargs=kwargs)
+
+
 def test_bad_arguments_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="valid: min, max, random, min_layer, max_layer, random_layer"):
         select_policies(FC, "min,median")
