@@ -40,6 +40,12 @@ def test_cli_compare_writes_csv_markdown_and_plot(fake_data_dir, tmp_path, capsy
     assert "results.csv" in capsys.readouterr().out
 
 
+def test_cli_lists_the_policies(capsys):
+    cli_main(["compare", FC, "--list"])
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in printed] == ["min", "max", "random", "min_layer", "max_layer", "random_layer"]
+
+
 def test_final_row_is_the_last_architecture_meeting_kappa(fake_data_dir, tmp_path):
     from baselines.dropnet import run_dropnet
 
