@@ -215,19 +215,42 @@ def markdown_table(rows: list[dict[str, Any]], env_id: str, order: Sequence[str]
         group = [row for row in rows if row["policy"] == name and row.get("final")]
         if group:
             lines.append(line(name, group))
+    lines += curve_table(rows, order)
     per_step = seconds_per_step(rows)
     if not math.isnan(per_step):
         lines += ["", f"Seconds per env step (mean over every step of every run): {per_step:.2f}"]
     return "\n".join(lines) + "\n"
 
 
+def curve_table(rows: list[dict[str, Any]], order: Sequence[str]) -> list[str]:
+    """Markdown lines: per policy and cycle, mean test accuracy (%) @ mean kept fraction over the
+    seeds that reached that cycle (empty when the runs have no more than one cycle)."""
+    cycles = sorted({row["cycle"] for row in rows if not row.get("final") and row.get("cycle") is not None})
+    if len(cycles) < 2:
+        return []
+    lines = ["", "Test accuracy (%) @ kept fraction per cycle (mean over the seeds that reached it):", "",
+             "| policy | " + " | ".join(f"cycle {cycle}" for cycle in cycles) + " |",
+             "|---|" + "---|" * len(cycles)]
+    for name in order:
+        kept = dict(zip(*_per_cycle(rows, name, "kept_fraction")))
+        accuracy = dict(zip(*_per_cycle(rows, name, "test_accuracy")))
+        if accuracy:
+            cells = [f"{100 * accuracy[c]:.2f} @ {kept[c]:.3f}" if c in accuracy and c in kept else "" for c in cycles]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _per_cycle(rows: list[dict[str, Any]], policy: str, name: str) -> tuple[list[int], list[float]]:
+    steps = [row for row in rows if row["policy"] == policy and not row.get("final") and row.get(name) is not None]
+    cycles = sorted({row["cycle"] for row in steps})
+    return cycles, [float(np.mean([row[name] for row in steps if row["cycle"] == c])) for c in cycles]
+
+
 def curve(rows: list[dict[str, Any]], policy: str, x_name: str) -> tuple[np.ndarray, np.ndarray]:
     """Per cycle, the mean over seeds of ``x_name`` and of test accuracy (step rows of ``policy``)."""
-    steps = [row for row in rows if row["policy"] == policy and not row.get("final")
-             and row.get(x_name) is not None and row.get("test_accuracy") is not None]
-    cycles = sorted({row["cycle"] for row in steps})
-    xs = [np.mean([row[x_name] for row in steps if row["cycle"] == c]) for c in cycles]
-    ys = [np.mean([row["test_accuracy"] for row in steps if row["cycle"] == c]) for c in cycles]
+    steps = [row for row in rows if row.get(x_name) is not None and row.get("test_accuracy") is not None]
+    _, xs = _per_cycle(steps, policy, x_name)
+    _, ys = _per_cycle(steps, policy, "test_accuracy")
     return np.array(xs, dtype=np.float64), np.array(ys, dtype=np.float64)
 
 
