@@ -36,6 +36,7 @@ def test_cli_compare_writes_csv_markdown_and_plot(fake_data_dir, tmp_path, capsy
     assert {row["policy"]: float(row["kept_fraction"]) for row in finals} == {"min": 51 / 80, "max_layer": 52 / 80}
     table = (out / "results.md").read_text()
     assert "| min | 2 |" in table and "| max_layer | 2 |" in table and "±" in table and "unpruned" in table
+    assert "| policy | cycle 0 | cycle 1 | cycle 2 |" in table  # the per-cycle curve
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "results.csv" in capsys.readouterr().out
 
