@@ -178,6 +178,37 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
             writer.writerow({name: "" if row.get(name) is None else row[name] for name in COLUMNS})
 
 
+_INTEGER_COLUMNS = ("seed", "cycle", "macs", "macs_full", "params", "params_full")
+
+
+def read_csv(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a ``results.csv`` written by :func:`write_csv`, with their types restored."""
+    rows = []
+    with open(path, newline="") as handle:
+        for record in csv.DictReader(handle):
+            row: dict[str, Any] = {}
+            for name, text in record.items():
+                if name in ("policy",):
+                    row[name] = text
+                elif name == "final":
+                    row[name] = text == "True"
+                elif text == "":
+                    row[name] = None
+                else:
+                    row[name] = int(text) if name in _INTEGER_COLUMNS else float(text)
+            rows.append(row)
+    return rows
+
+
+def report(out: str | Path, env_id: str) -> list[dict[str, Any]]:
+    """Rewrite ``results.md`` and ``pareto.png`` of ``out`` from its ``results.csv`` (no runs)."""
+    out = Path(out)
+    rows = read_csv(out / "results.csv")
+    order = list(dict.fromkeys(row["policy"] for row in rows))
+    write_outputs(rows, out, env_id, order)
+    return rows
+
+
 def _values(rows: list[dict[str, Any]], name: str) -> np.ndarray:
     return np.array([float(row[name]) for row in rows if row.get(name) is not None], dtype=np.float64)
 

@@ -39,6 +39,10 @@ def test_cli_compare_writes_csv_markdown_and_plot(fake_data_dir, tmp_path, capsy
     assert "| policy | cycle 0 | cycle 1 | cycle 2 |" in table  # the per-cycle curve
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "results.csv" in capsys.readouterr().out
+    # --report-only rebuilds the same table from the CSV alone
+    (out / "results.md").unlink()
+    cli_main(["compare", FC, "--report-only", "--out", str(out)])
+    assert (out / "results.md").read_text() == table
 
 
 def test_cli_lists_the_policies(capsys):
