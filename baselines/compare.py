@@ -306,6 +306,11 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, env_id: str, order: Sequ
             if points:
                 axis.scatter(*zip(*points), marker="*", s=90, color=colour, edgecolors="black", linewidths=0.5,
                              zorder=3, label=None if len(xs) else name)
+    unpruned = _values([row for row in rows if row.get("cycle") == 0 and not row.get("final")], "test_accuracy")
+    for axis in axes if len(unpruned) else ():
+        reference = 100 * unpruned.mean()
+        axis.axhline(reference, color="grey", linewidth=0.8)
+        axis.axhline(reference - 1, color="grey", linewidth=0.8, linestyle="--")  # "within 1 point"
     for axis, label in ((axes[0], "fraction of units kept"), (axes[1], "MACs per image (M)")):
         axis.set_xlabel(label)
         axis.set_ylabel("test accuracy (%)")
@@ -313,7 +318,8 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, env_id: str, order: Sequ
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     seeds = len({row["seed"] for row in rows})
-    figure.suptitle(f"{env_id}: test accuracy vs size, mean over {seeds} seed(s) per cycle; ★ final")
+    figure.suptitle(f"{env_id}: test accuracy vs size, mean over {seeds} seed(s) per cycle; ★ final; "
+                    "grey: unpruned and 1 point below")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
