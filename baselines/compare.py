@@ -32,7 +32,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from baselines.registry import ScriptedPolicy, get_policy, policies_for, report_for, runner_for
+from baselines.registry import ScriptedPolicy, family_of, get_policy, policies_for, report_for, runner_for
 
 COLUMNS = ("policy", "seed", "cycle", "final", "test_accuracy", "val_accuracy", "val_loss", "macs", "macs_full",
            "params", "params_full", "kept_fraction", "episode_return", "step_s", "wall_s")
@@ -136,7 +136,13 @@ def compare(
         raise ValueError(f"--seeds must be ≥ 1, got {seeds}.")
     if eval_data is not None and not Path(eval_data).is_file():
         raise ValueError(f"--eval-data {eval_data!r} is not a file; give an .npz with x_test and y_test.")
-    selected = [*select_policies(env_id, policies), *load_agents(agent_dirs)]
+    agents = load_agents(agent_dirs)
+    wrong = [f"{agent.name} ({agent.family})" for agent in agents if agent.family != family_of(env_id)]
+    if wrong:
+        raise ValueError(f"Agents trained for another env family cannot run on {env_id}: {', '.join(wrong)}.")
+    selected = [*select_policies(env_id, policies), *agents]
+    if len({policy.name for policy in selected}) < len(selected):
+        raise ValueError(f"Policy names must be unique; got {[policy.name for policy in selected]}.")
     if not selected:
         raise ValueError(f"No policies to run on {env_id}.")
     runner = runner_for(env_id) or default_runner
@@ -177,6 +183,37 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
             writer.writerow({name: "" if row.get(name) is None else row[name] for name in COLUMNS})
 
 
+_INTEGER_COLUMNS = ("seed", "cycle", "macs", "macs_full", "params", "params_full")
+
+
+def read_csv(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a ``results.csv`` written by :func:`write_csv`, with their types restored."""
+    rows = []
+    with open(path, newline="") as handle:
+        for record in csv.DictReader(handle):
+            row: dict[str, Any] = {}
+            for name, text in record.items():
+                if name in ("policy",):
+                    row[name] = text
+                elif name == "final":
+                    row[name] = text == "True"
+                elif text == "":
+                    row[name] = None
+                else:
+                    row[name] = int(text) if name in _INTEGER_COLUMNS else float(text)
+            rows.append(row)
+    return rows
+
+
+def report(out: str | Path, env_id: str) -> list[dict[str, Any]]:
+    """Rewrite ``results.md`` and ``pareto.png`` of ``out`` from its ``results.csv`` (no runs)."""
+    out = Path(out)
+    rows = read_csv(out / "results.csv")
+    order = list(dict.fromkeys(row["policy"] for row in rows))
+    write_outputs(rows, out, env_id, order)
+    return rows
+
+
 def _values(rows: list[dict[str, Any]], name: str) -> np.ndarray:
     return np.array([float(row[name]) for row in rows if row.get(name) is not None], dtype=np.float64)
 
@@ -214,19 +251,42 @@ def markdown_table(rows: list[dict[str, Any]], env_id: str, order: Sequence[str]
         group = [row for row in rows if row["policy"] == name and row.get("final")]
         if group:
             lines.append(line(name, group))
+    lines += curve_table(rows, order)
     per_step = seconds_per_step(rows)
     if not math.isnan(per_step):
         lines += ["", f"Seconds per env step (mean over every step of every run): {per_step:.2f}"]
     return "\n".join(lines) + "\n"
 
 
+def curve_table(rows: list[dict[str, Any]], order: Sequence[str]) -> list[str]:
+    """Markdown lines: per policy and cycle, mean test accuracy (%) @ mean kept fraction over the
+    seeds that reached that cycle (empty when the runs have no more than one cycle)."""
+    cycles = sorted({row["cycle"] for row in rows if not row.get("final") and row.get("cycle") is not None})
+    if len(cycles) < 2:
+        return []
+    lines = ["", "Test accuracy (%) @ kept fraction per cycle (mean over the seeds that reached it):", "",
+             "| policy | " + " | ".join(f"cycle {cycle}" for cycle in cycles) + " |",
+             "|---|" + "---|" * len(cycles)]
+    for name in order:
+        kept = dict(zip(*_per_cycle(rows, name, "kept_fraction")))
+        accuracy = dict(zip(*_per_cycle(rows, name, "test_accuracy")))
+        if accuracy:
+            cells = [f"{100 * accuracy[c]:.2f} @ {kept[c]:.3f}" if c in accuracy and c in kept else "" for c in cycles]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _per_cycle(rows: list[dict[str, Any]], policy: str, name: str) -> tuple[list[int], list[float]]:
+    steps = [row for row in rows if row["policy"] == policy and not row.get("final") and row.get(name) is not None]
+    cycles = sorted({row["cycle"] for row in steps})
+    return cycles, [float(np.mean([row[name] for row in steps if row["cycle"] == c])) for c in cycles]
+
+
 def curve(rows: list[dict[str, Any]], policy: str, x_name: str) -> tuple[np.ndarray, np.ndarray]:
     """Per cycle, the mean over seeds of ``x_name`` and of test accuracy (step rows of ``policy``)."""
-    steps = [row for row in rows if row["policy"] == policy and not row.get("final")
-             and row.get(x_name) is not None and row.get("test_accuracy") is not None]
-    cycles = sorted({row["cycle"] for row in steps})
-    xs = [np.mean([row[x_name] for row in steps if row["cycle"] == c]) for c in cycles]
-    ys = [np.mean([row["test_accuracy"] for row in steps if row["cycle"] == c]) for c in cycles]
+    steps = [row for row in rows if row.get(x_name) is not None and row.get("test_accuracy") is not None]
+    _, xs = _per_cycle(steps, policy, x_name)
+    _, ys = _per_cycle(steps, policy, "test_accuracy")
     return np.array(xs, dtype=np.float64), np.array(ys, dtype=np.float64)
 
 
@@ -251,6 +311,11 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, env_id: str, order: Sequ
             if points:
                 axis.scatter(*zip(*points), marker="*", s=90, color=colour, edgecolors="black", linewidths=0.5,
                              zorder=3, label=None if len(xs) else name)
+    unpruned = _values([row for row in rows if row.get("cycle") == 0 and not row.get("final")], "test_accuracy")
+    for axis in axes if len(unpruned) else ():
+        reference = 100 * unpruned.mean()
+        axis.axhline(reference, color="grey", linewidth=0.8)
+        axis.axhline(reference - 1, color="grey", linewidth=0.8, linestyle="--")  # "within 1 point"
     for axis, label in ((axes[0], "fraction of units kept"), (axes[1], "MACs per image (M)")):
         axis.set_xlabel(label)
         axis.set_ylabel("test accuracy (%)")
@@ -258,7 +323,8 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, env_id: str, order: Sequ
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     seeds = len({row["seed"] for row in rows})
-    figure.suptitle(f"{env_id}: test accuracy vs size, mean over {seeds} seed(s) per cycle; ★ final")
+    figure.suptitle(f"{env_id}: test accuracy vs size, mean over {seeds} seed(s) per cycle; ★ final; "
+                    "grey: unpruned and 1 point below")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -121,11 +121,20 @@ def command_evaluate(args: argparse.Namespace) -> None:
 
 def command_compare(args: argparse.Namespace) -> None:
     """Every scripted policy (and agent) on ENV_ID over seeds; writes results.csv/.md, pareto.png."""
-    from baselines.compare import compare
+    from baselines.compare import compare, select_policies
 
     get_entry(args.env_id)
-    rows = compare(args.env_id, policies=args.policies, agent_dirs=args.agents, seeds=args.seeds,
-                   eval_data=args.eval_data, out=args.out, env_kwargs=parse_env_kwargs(args.env_kwargs))
+    if args.list:
+        for policy in select_policies(args.env_id, args.policies):
+            print(f"{policy.name:<14}  {policy.description}")
+        return
+    if args.report_only:
+        from baselines.compare import report
+
+        rows = report(args.out, args.env_id)
+    else:
+        rows = compare(args.env_id, policies=args.policies, agent_dirs=args.agents, seeds=args.seeds,
+                       eval_data=args.eval_data, out=args.out, env_kwargs=parse_env_kwargs(args.env_kwargs))
     print((Path(args.out) / "results.md").read_text())
     print(f"wrote {len(rows)} rows to {Path(args.out) / 'results.csv'}, and results.md, pareto.png")
 
@@ -183,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="evaluate on this .npz's x_test/y_test instead of the test split")
     compare.add_argument("--out", default="compare", metavar="DIR", help="output directory (default: ./compare)")
     compare.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE")
+    compare.add_argument("--list", action="store_true", help="only list the policies (name and description)")
+    compare.add_argument("--report-only", action="store_true",
+                         help="run nothing: rewrite DIR/results.md and DIR/pareto.png from DIR/results.csv")
     compare.set_defaults(run=command_compare)
     return parser
 

@@ -36,8 +36,19 @@ def test_cli_compare_writes_csv_markdown_and_plot(fake_data_dir, tmp_path, capsy
     assert {row["policy"]: float(row["kept_fraction"]) for row in finals} == {"min": 51 / 80, "max_layer": 52 / 80}
     table = (out / "results.md").read_text()
     assert "| min | 2 |" in table and "| max_layer | 2 |" in table and "±" in table and "unpruned" in table
+    assert "| policy | cycle 0 | cycle 1 | cycle 2 |" in table  # the per-cycle curve
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "results.csv" in capsys.readouterr().out
+    # --report-only rebuilds the same table from the CSV alone
+    (out / "results.md").unlink()
+    cli_main(["compare", FC, "--report-only", "--out", str(out)])
+    assert (out / "results.md").read_text() == table
+
+
+def test_cli_lists_the_policies(capsys):
+    cli_main(["compare", FC, "--list"])
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in printed] == ["min", "max", "random", "min_layer", "max_layer", "random_layer"]
 
 
 def test_final_row_is_the_last_architecture_meeting_kappa(fake_data_dir, tmp_path):
@@ -82,6 +93,22 @@ def test_agents_without_the_agents_package_is_a_clear_error(tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "agents.runs", None)  # import fails
     with pytest.raises(SystemExit, match="agents.runs.load_agent_policy"):
         compare(FC, policies="min", agent_dirs=[str(tmp_path)], out=tmp_path / "o")
+
+
+def test_agents_are_run_like_scripted_policies(fake_data_dir, tmp_path, monkeypatch):
+    import types
+
+    def load_agent_policy(run_dir):
+        family = "DropNet" if run_dir.endswith("good") else "RNP"
+        return registry.ScriptedPolicy(family, f"agent-{run_dir[-4:]}", "test agent", lambda env: lambda obs, info: 6)
+
+    monkeypatch.setitem(sys.modules, "agents.runs", types.SimpleNamespace(load_agent_policy=load_agent_policy))
+    kwargs = {**cheap_kwargs(FC, fake_data_dir), "kappa": 0.0}
+    rows = compare(FC, policies="min", agent_dirs=["run-good"], out=tmp_path / "o", env_kwargs=kwargs)
+    agent_rows = [row for row in rows if row["policy"] == "agent-good"]
+    assert [row["cycle"] for row in agent_rows] == [0, 0, 0] and agent_rows[-1]["final"]  # stop at once
+    with pytest.raises(ValueError, match="another env family"):
+        compare(FC, policies="min", agent_dirs=["run-bad!"], out=tmp_path / "o", env_kwargs=kwargs)
 
 
 def test_bad_arguments_are_clear_errors(tmp_path):

@@ -7,6 +7,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from prune_gym.models import BACKBONES, GroupedCNN
+from prune_gym.models.masked_net import MaskedNet, get_masked_net_spec
 from prune_gym.pruning.counting import count_macs, count_params, trace_layer_costs
 from prune_gym.registry import ENV_TABLE
 
@@ -62,10 +63,18 @@ def test_params_counts_every_parameter():
     assert count_params(model) == 3 * 4 * 9 + 4 + 8 + 4 * 2 + 2
 
 
-# Envs on the foundation's grouped backbones; other families' descriptions are checked by their own tests.
-@pytest.mark.parametrize("entry", [e for e in ENV_TABLE if "M MACs/image" in e.description and "backbone" in e.kwargs],
+def _described_model(entry) -> tuple[nn.Module, tuple[int, int, int]]:
+    """The dense model an env id's description states the MACs of, and its input shape."""
+    if entry.entry_point.endswith(":DropNetEnv"):
+        shape = (1, 28, 28) if entry.kwargs["dataset"] == "mnist" else (3, 32, 32)
+        return MaskedNet(get_masked_net_spec(entry.kwargs["network"]), shape, 10), shape
+    return GroupedCNN(BACKBONES[entry.kwargs["backbone"]], 3, 10).to_dense(), (3, 32, 32)
+
+
+@pytest.mark.parametrize("entry", [e for e in ENV_TABLE if re.search(r"[kM] MACs/image", e.description)],
                          ids=lambda e: e.id)
 def test_mac_figures_in_env_descriptions_are_what_the_counter_measures(entry):
-    stated = float(re.search(r"([\d.]+) M MACs/image", entry.description).group(1))
-    dense = GroupedCNN(BACKBONES[entry.kwargs["backbone"]], 3, 10).to_dense()
-    assert round(count_macs(dense, (3, 32, 32)) / 1e6, 1) == stated
+    number, unit = re.search(r"([\d.]+) ([kM]) MACs/image", entry.description).groups()
+    model, shape = _described_model(entry)
+    scale = 1e6 if unit == "M" else 1e3
+    assert round(count_macs(model, shape) / scale, 1) == float(number)

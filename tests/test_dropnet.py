@@ -246,3 +246,14 @@ def test_real_mnist_fc_cycle():
     assert info["test_accuracy"] > 0.75  # FC40-FC40 after two epochs on 3,310 real training digits
     _, _, _, _, info = env.step(0)
     assert info["kept_fraction"] == 0.8 and info["test_accuracy"] > 0.7
+
+
+@pytest.mark.parametrize("network", ["fc40-fc40", "conv64-conv32", "conv64x2-conv128x2-dense256"])
+def test_counter_agrees_with_flop_counter_on_every_network(network):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    shape = (3, 32, 32) if "128" in network else (1, 28, 28)
+    model = MaskedNet(get_masked_net_spec(network), shape, 10)
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, *shape))
+    assert 2 * count_macs(model, shape) == counter.get_total_flops()
