@@ -77,17 +77,19 @@ def register_policy(family: str, name: str, description: str) -> Callable[[Polic
     return decorate
 
 
+def _register_once(table: dict[str, Any], family: str, function: Any, what: str) -> Any:
+    """Put ``function`` in ``table`` under ``family``; a different second one is an error."""
+    if family in table and table[family] is not function:
+        raise ValueError(f"A {what} for family {family!r} is already registered.")
+    table[family] = function
+    return function
+
+
 def register_runner(family: str) -> Callable[[Runner], Runner]:
     """Decorator: ``runner(env_id, policy, seed, env_kwargs, eval_data) -> rows`` evaluates one
     policy of ``family`` for one seed in ``prune-gym compare`` instead of the default runner."""
 
-    def decorate(runner: Runner) -> Runner:
-        if family in _RUNNERS and _RUNNERS[family] is not runner:
-            raise ValueError(f"A runner for family {family!r} is already registered.")
-        _RUNNERS[family] = runner
-        return runner
-
-    return decorate
+    return lambda runner: _register_once(_RUNNERS, family, runner, "runner")
 
 
 def runner_for(env_id: str) -> Runner | None:
@@ -102,13 +104,7 @@ def register_report(family: str) -> Callable[[Report], Report]:
     the result rows (which the family's runner may extend with columns of its own) whenever
     ``prune-gym compare`` rewrites its outputs."""
 
-    def decorate(report: Report) -> Report:
-        if family in _REPORTS and _REPORTS[family] is not report:
-            raise ValueError(f"A report for family {family!r} is already registered.")
-        _REPORTS[family] = report
-        return report
-
-    return decorate
+    return lambda report: _register_once(_REPORTS, family, report, "report")
 
 
 def report_for(env_id: str) -> Report | None:
