@@ -8,3 +8,6 @@
   ``agents/hyperparams/<algo>.yml`` (RL-zoo layout), and loading a trained policy.
 * :mod:`agents.evaluate` — ``prune-gym evaluate``.
 """
+
+# What `prune-gym train --algo` accepts; here so the command line can list them without importing torch.
+ALGORITHMS = ("rnp-dqn", "dqn", "ppo", "a2c", "sac", "td3")

@@ -15,8 +15,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -26,7 +24,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-ALGORITHMS = ("rnp-dqn", "dqn", "ppo", "a2c", "sac", "td3")
+from agents import ALGORITHMS
+from prune_gym.training import atomic_torch_save
+
 HYPERPARAMS_DIR = Path(__file__).resolve().parent / "hyperparams"
 CONFIG_FILE = "config.json"
 
@@ -70,19 +70,6 @@ def check_env_id(env_id: str) -> None:
 # ----------------------------------------------------------------------------------------------
 # Writing a run
 # ----------------------------------------------------------------------------------------------
-
-
-def _atomic_save(payload: Any, path: Path) -> None:
-    """torch.save through a temporary file, so a kill never leaves a half-written checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def write_metrics_csv(rows: list[dict[str, float]], path: Path) -> None:
@@ -163,7 +150,7 @@ def _train_custom_dqn(run_dir: Path, config: dict[str, Any], resume: bool,
                     writer.add_scalar(f"rnp_dqn/{name}", value, step)
         logged = len(current.metrics)
         writer.flush()
-        _atomic_save(current.state_dict(), checkpoint_path)
+        atomic_torch_save(current.state_dict(), checkpoint_path)
         write_metrics_csv(current.metrics, run_dir / "metrics.csv")
 
     try:
@@ -171,7 +158,7 @@ def _train_custom_dqn(run_dir: Path, config: dict[str, Any], resume: bool,
     finally:
         writer.close()
     if trainer.iteration == trainer.total_iterations:
-        _atomic_save({"online": trainer.online.state_dict(), "config": asdict(dqn_config),
+        atomic_torch_save({"online": trainer.online.state_dict(), "config": asdict(dqn_config),
                       "backbone": env.backbone_state_dict() if trainer.recurrent else None},
                      run_dir / "final_model.pt")
 
@@ -245,7 +232,7 @@ def load_agent_policy(run_dir: str | Path) -> Any:
     """A trained run as a :class:`baselines.registry.ScriptedPolicy` (``make(env) -> policy(obs, info)``),
     so ``prune-gym compare --agents`` treats it like any scripted policy. The policy also has a
     ``decide_batch(obs)`` method where the env family evaluates many images at once (RNP)."""
-    from baselines.registry import ScriptedPolicy, family_of
+    from baselines.registry import BatchPolicy, ScriptedPolicy, family_of
 
     run_dir = Path(run_dir)
     config = read_config(run_dir)
@@ -253,7 +240,7 @@ def load_agent_policy(run_dir: str | Path) -> Any:
     def make(env: gym.Env) -> Any:
         unwrapped = env.unwrapped
         if family_of(config["env_id"]) == "RNP":
-            return _BatchedPolicy(load_rnp_decider(run_dir, unwrapped))
+            return BatchPolicy(load_rnp_decider(run_dir, unwrapped))
         if config["algo"] == "rnp-dqn":
             from agents.dqn import DQNConfig, build_q_network, mlp_policy
 
@@ -266,13 +253,3 @@ def load_agent_policy(run_dir: str | Path) -> Any:
 
     name = f"{config['algo']}:{run_dir.name}"
     return ScriptedPolicy(family_of(config["env_id"]), name, f"trained {config['algo']} run {run_dir}", make)
-
-
-class _BatchedPolicy:
-    """``policy(obs, info)`` for one observation, plus ``decide_batch`` for many (RNP runners)."""
-
-    def __init__(self, decide: Callable[[np.ndarray], np.ndarray]):
-        self.decide_batch = decide
-
-    def __call__(self, obs: np.ndarray, info: dict[str, Any]) -> int:
-        return int(self.decide_batch(np.asarray(obs, dtype=np.float32).reshape(1, -1))[0])

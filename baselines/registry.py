@@ -54,6 +54,16 @@ class ScriptedPolicy:
     make: PolicyFactory
 
 
+class BatchPolicy:
+    """``policy(obs, info)`` for one observation and ``decide_batch(obs)`` for many (RNP runners)."""
+
+    def __init__(self, decide_batch: Callable[[np.ndarray], np.ndarray]):
+        self.decide_batch = decide_batch
+
+    def __call__(self, obs: np.ndarray, info: dict[str, Any]) -> int:
+        return int(self.decide_batch(np.asarray(obs, dtype=np.float32).reshape(1, -1))[0])
+
+
 _POLICIES: dict[str, dict[str, ScriptedPolicy]] = {}
 _RUNNERS: dict[str, Runner] = {}
 _REPORTS: dict[str, Report] = {}

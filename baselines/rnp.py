@@ -16,19 +16,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from baselines.registry import register_policy, register_runner
+from baselines.registry import BatchPolicy, register_policy, register_runner
 
 UNIFORM_GROUPS = (1, 2, 3, 4)  # the registered uniform policies; a policy errors if g > the env's k
-
-
-class BatchPolicy:
-    """``policy(obs, info)`` for one observation and ``decide_batch(obs)`` for many (RNP runners)."""
-
-    def __init__(self, decide_batch: Callable[[np.ndarray], np.ndarray]):
-        self.decide_batch = decide_batch
-
-    def __call__(self, obs: np.ndarray, info: dict[str, Any]) -> int:
-        return int(self.decide_batch(np.asarray(obs, dtype=np.float32).reshape(1, -1))[0])
 
 
 def _uniform_factory(groups: int) -> Callable[[gym.Env], BatchPolicy]:
@@ -110,7 +100,7 @@ def rnp_runner(env_id: str, policy: Any, seed: int, env_kwargs: dict[str, Any],
     decide = getattr(act, "decide_batch", None)
     if decide is None:
         raise ValueError(f"RNP policy {policy.name!r} has no decide_batch(obs) method; RNP runs score every "
-                         "test image at once (see baselines.rnp.BatchPolicy).")
+                         "test image at once (see baselines.registry.BatchPolicy).")
     images, labels, _ = rnp_images(env.unwrapped, "test", eval_data)
     figures = evaluate_rnp_policy(env.unwrapped, decide, images, labels, reference.unwrapped, latency=False)
     return [{"policy": policy.name, "seed": seed, "cycle": 0, "final": True,

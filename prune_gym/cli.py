@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     bench.set_defaults(run=command_bench)
 
-    from agents.runs import ALGORITHMS  # light: no torch, SB3 or YAML at import
+    from agents import ALGORITHMS  # no torch, SB3 or YAML at import
 
     train = commands.add_parser("train", help="train an agent (custom rnp-dqn or Stable-Baselines3)")
     train.add_argument("env_id", nargs="?", help="registered env id (not needed with --resume)")

@@ -385,16 +385,22 @@ def _read_cache(path: Path, key: dict[str, Any], model: nn.Module) -> dict[str, 
         return None
 
 
-def _write_cache(path: Path, key: dict[str, Any], model: nn.Module, metrics: dict[str, Any]) -> None:
+def atomic_torch_save(payload: Any, path: Path) -> None:
+    """``torch.save`` through a temporary file and ``os.replace``: a killed process never leaves a
+    half-written file (weights cache, agent checkpoints)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:
-        torch.save({"key": key, "state_dict": model.state_dict(), "metrics": metrics}, temporary)
+        torch.save(payload, temporary)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _write_cache(path: Path, key: dict[str, Any], model: nn.Module, metrics: dict[str, Any]) -> None:
+    atomic_torch_save({"key": key, "state_dict": model.state_dict(), "metrics": metrics}, path)
 
 
 _PRETRAINED: dict[str, tuple[GroupedCNN, dict[str, Any]]] = {}

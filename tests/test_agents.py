@@ -281,3 +281,12 @@ def test_hyperparameter_files_name_only_registered_ids(algo):
     table = yaml.safe_load((HYPERPARAMS_DIR / f"{algo}.yml").read_text())
     assert "default" in table
     assert [key for key in table if key != "default" and key not in gym.registry] == []
+
+
+def test_the_command_line_parser_loads_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from prune_gym.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
