@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 
-from prune_gym.data import DATASETS, ImageDataset, load_dataset, load_npz, normalize
+from prune_gym.data import DATASETS, ImageDataset, normalize
+from prune_gym.envs.base import load_split_data
 from prune_gym.models.masked_net import MaskedNet, get_masked_net_spec
 from prune_gym.pruning.counting import count_kept_params, count_macs
 from prune_gym.pruning.importance import mean_abs_activation
@@ -126,18 +127,15 @@ class _DropNetCore:
             return
         settings = self.settings
         self.device = resolve_device(settings.device)
-        self.dataset: ImageDataset = load_dataset(settings.dataset, settings.data_root)
-        self.x_train, self.y_train = self.dataset.split("train", settings.val_fraction)
-        self.x_val, self.y_val = self.dataset.split("val", settings.val_fraction)
-        if settings.eval_data is not None:
-            evaluation = load_npz(settings.eval_data, self.dataset.name)
-            self.x_test, self.y_test = evaluation.x_test, evaluation.y_test
-        else:
-            self.x_test, self.y_test = self.dataset.split("test")
+        splits = load_split_data(settings.dataset, settings.data_root, settings.val_fraction, None,
+                                 settings.eval_data, self.device)
+        self.dataset: ImageDataset = splits.dataset
+        self.x_val, self.y_val = splits.val_images, splits.val_labels
+        self.x_test, self.y_test = splits.test_images, splits.test_labels
         # Normalised once: every cycle trains on the same images, so per-batch normalisation would
         # repeat the same work every epoch of every cycle.
-        self.train_inputs = normalize(self.x_train.to(self.device), self.dataset)
-        self.train_labels = self.y_train.to(self.device)
+        self.train_inputs = normalize(splits.train_images, self.dataset)
+        self.train_labels = splits.train_labels
         self.model = self.build(seed=0)
         shape = self.dataset.image_shape
         self.macs_full = count_macs(self.model, shape)
