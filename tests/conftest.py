@@ -80,3 +80,11 @@ RNP_IDS = ids_of("RNP")
 DROPNET_IDS = ids_of("DropNet")
 LAYERPRUNE_IDS = ids_of("LayerPrune")
 ALPHABLEND_IDS = ids_of("AlphaBlend")
+
+
+def play(env, actions, seed):
+    """``reset(seed)`` then ``step`` each action: the list of what every call returned."""
+    trace = [env.reset(seed=seed)]
+    for action in actions:
+        trace.append(env.step(action))
+    return trace

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import LAYERPRUNE_IDS, cheap_kwargs
+from conftest import LAYERPRUNE_IDS, cheap_kwargs, play
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
@@ -19,11 +19,6 @@ def make(fake_data_dir, env_id=ID, **overrides):
     return gym.make(env_id, **{**cheap_kwargs(env_id, fake_data_dir), **overrides}).unwrapped
 
 
-def play(env, actions, seed):
-    trace = [env.reset(seed=seed)]
-    for action in actions:
-        trace.append(env.step(action))
-    return trace
 
 
 @pytest.mark.parametrize("env_id", LAYERPRUNE_IDS)

@@ -2,7 +2,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import RNP_IDS, cheap_kwargs
+from conftest import RNP_IDS, cheap_kwargs, play
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from gymnasium.vector import AutoresetMode
 from stable_baselines3 import PPO
@@ -14,12 +14,6 @@ from prune_gym.envs.sb3 import SB3VecEnvAdapter
 SYNTHETIC = {"pretrain_steps": 40, "device": "cpu"}
 
 
-def play(env, actions, seed):
-    """(obs, reward, terminated, info) of every step of one episode."""
-    trace = [env.reset(seed=seed)]
-    for action in actions:
-        trace.append(env.step(action))
-    return trace
 
 
 @pytest.mark.parametrize("env_id", RNP_IDS)
