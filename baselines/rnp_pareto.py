@@ -5,7 +5,8 @@
 For each MAC penalty it trains the custom DQN (``prune-gym train ... --algo rnp-dqn``, reusing a
 finished run in ``OUT``), evaluates it greedily on the test split (``prune-gym evaluate``), and puts
 beside it: the uniform-width policies and the random policy on the same pretrained backbone, the
-vanilla narrow networks (trained from scratch with fewer channels, at the DQN points' MACs), and
+vanilla narrow networks (trained from scratch with fewer channels and the backbone's budget, at the
+DQN points' MACs, ``--vanilla-seeds`` seeds each: mean ± std), and
 SB3 DQN and PPO at the env's default reward. Writes ``OUT/results.json``, ``OUT/results.md`` and
 ``OUT/pareto.png`` (test accuracy vs MACs per image).
 """
@@ -55,7 +56,13 @@ def scripted_rows(env_id: str, env_kwargs: dict[str, Any], seed: int) -> list[di
     return rows
 
 
-def vanilla_rows(env_id: str, env_kwargs: dict[str, Any], target_macs: list[float], seed: int) -> list[dict[str, Any]]:
+def vanilla_rows(env_id: str, env_kwargs: dict[str, Any], target_macs: list[float],
+                 seeds: list[int]) -> list[dict[str, Any]]:
+    """One row per width factor matching a DQN point's MACs: the narrow network trained once per
+    seed (a plain net's test accuracy on 517 images moves by 1–2 points from seed to seed, as much
+    as the gaps being compared), with the mean, sample std and every seed's accuracy."""
+    import numpy as np
+
     from baselines.rnp import vanilla_network, width_factor_for_macs
 
     env = gym.make(env_id, **env_kwargs).unwrapped
@@ -65,11 +72,15 @@ def vanilla_rows(env_id: str, env_kwargs: dict[str, Any], target_macs: list[floa
     rows = []
     for factor in factors:
         start = time.perf_counter()
-        figures = vanilla_network(settings.dataset, settings.backbone, factor, settings.data_root, seed,
-                                  settings.device)
-        rows.append({"method": f"vanilla-w{factor:g}", "kind": "vanilla", "mean_macs": figures["macs"],
-                     "accuracy": figures["accuracy"], "cross_entropy": figures["cross_entropy"],
-                     "params": figures["params"], "wall_s": time.perf_counter() - start})
+        runs = [vanilla_network(settings.dataset, settings.backbone, factor, settings.data_root, seed,
+                                settings.device) for seed in seeds]
+        accuracies = np.array([run["accuracy"] for run in runs])
+        rows.append({"method": f"vanilla-w{factor:g}", "kind": "vanilla", "mean_macs": runs[0]["macs"],
+                     "accuracy": float(accuracies.mean()),
+                     "accuracy_std": float(accuracies.std(ddof=1)) if len(runs) > 1 else None,
+                     "accuracy_per_seed": accuracies.tolist(), "seeds": list(seeds),
+                     "cross_entropy": float(np.mean([run["cross_entropy"] for run in runs])),
+                     "params": runs[0]["params"], "wall_s": time.perf_counter() - start})
     return rows
 
 
@@ -89,8 +100,10 @@ def write_table(rows: list[dict[str, Any]], reference: dict[str, Any], path: Pat
     for row in sorted(rows, key=lambda r: r["mean_macs"]):
         penalty = row.get("group_penalty")
         wall = row.get("train_wall_s")
+        spread = row.get("accuracy_std")
+        accuracy = f"{100 * row['accuracy']:.2f}" + ("" if spread is None else f" ± {100 * spread:.2f}")
         lines.append(
-            f"| {row['method']} | {'' if penalty is None else penalty} | {100 * row['accuracy']:.2f} % "
+            f"| {row['method']} | {'' if penalty is None else penalty} | {accuracy} % "
             f"| {100 * (row['accuracy'] - reference['accuracy_full']):+.2f} | {row['mean_macs'] / 1e6:.2f} M "
             f"| {reference['macs_full'] / row['mean_macs']:.2f}× | {'' if wall is None else f'{wall / 60:.1f} min'} |")
     path.write_text("\n".join(lines) + "\n")
@@ -111,6 +124,10 @@ def plot(rows: list[dict[str, Any]], reference: dict[str, Any], path: Path) -> N
                          if row.get("group", row["kind"]) == group)
         if points:
             axis.plot(*zip(*points), style, label=label)
+    for row in rows:  # seed-to-seed spread of the narrow networks
+        if row.get("accuracy_std") is not None:
+            axis.errorbar(row["mean_macs"] / 1e6, 100 * row["accuracy"], yerr=100 * row["accuracy_std"],
+                          color="grey", capsize=3, lw=0.8)
     axis.axhline(100 * reference["accuracy_full"] - 2, color="grey", lw=0.8, ls="--", label="full − 2 points")
     axis.axvline(reference["macs_full"] / 3e6, color="grey", lw=0.8, ls=":", label="3× fewer MACs")
     axis.set_xlabel("MACs per image (millions)")
@@ -132,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sb3", nargs="*", default=["dqn", "ppo"], choices=["dqn", "ppo", "a2c"])
     parser.add_argument("--sb3-timesteps", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vanilla-seeds", type=int, default=3, help="seeds per vanilla narrow network")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -149,7 +167,8 @@ def main(argv: list[str] | None = None) -> None:
         run_dir, wall_s = trained_run(out, f"sb3-{algo}", args.env_id, algo, {}, args.sb3_timesteps, args.seed)
         rows.append(agent_row(run_dir, f"SB3 {algo.upper()}", f"sb3-{algo}", wall_s, group=f"sb3-{algo}"))
     dqn_macs = [row["mean_macs"] for row in rows if row["kind"] == "rnp-dqn"]
-    for row in vanilla_rows(args.env_id, {}, dqn_macs, args.seed):
+    for row in vanilla_rows(args.env_id, {}, dqn_macs,
+                            list(range(args.seed, args.seed + args.vanilla_seeds))):
         row["group"] = "vanilla"
         rows.append(row)
     reference = next(row for row in rows if row["method"] == "uniform-4")

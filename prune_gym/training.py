@@ -320,11 +320,11 @@ def pretrain_grouped_cnn(
     validation accuracy over uniform widths 1..k. Returns metrics (validation accuracy per width).
 
     Why two phases: on the 5k-image CIFAR-10 subset, sandwich training from scratch (distilling
-    every prefix from a full network that is itself still untrained) left every width 6–10 points
-    below a plain network of that width trained alone; starting the sandwich phase from a trained
-    full-width network closes that gap. Measured in one sweep on a GPU, test accuracy at 1/2/3/4
-    groups: 59.8 / 61.9 / 63.3 / 67.7 % from scratch (1,500 sandwich steps) against 73.1 / 75.1 /
-    77.8 / 76.6 % after 1,500 full-width steps first.
+    every prefix from a full network that is itself still untrained) left every width 4–12 points
+    below a plain network trained alone; starting the sandwich phase from a trained full-width
+    network closes that gap. ``RNP-CIFAR10-v0``'s backbone, test accuracy at 1/2/3/4 groups (CPU,
+    2 threads): 59.96 / 60.35 / 61.90 / 65.76 % after 1,500 sandwich steps from scratch, 68.09 /
+    72.92 / 75.24 / 75.24 % after 1,500 full-width steps and then 1,500 sandwich steps.
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)

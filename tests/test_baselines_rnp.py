@@ -90,3 +90,15 @@ def test_compare_runs_rnp_policies_and_a_trained_agent_over_the_test_split(tmp_p
     assert by_policy["uniform-4"]["kept_fraction"] == 1.0 and by_policy["uniform-1"]["kept_fraction"] < 0.3
     assert all(0.0 <= row["test_accuracy"] <= 1.0 and row["final"] for row in rows)
     assert {"results.csv", "results.md", "pareto.png"} <= {path.name for path in (tmp_path / "cmp").iterdir()}
+
+
+def test_sweep_table_shows_the_vanilla_seed_spread(tmp_path):
+    from baselines.rnp_pareto import write_table
+
+    reference = {"images": 517, "accuracy_full": 0.75, "macs_full": 15e6}
+    rows = [{"method": "vanilla-w0.5", "mean_macs": 4e6, "accuracy": 0.7, "accuracy_std": 0.0125},
+            {"method": "uniform-4", "mean_macs": 15e6, "accuracy": 0.75}]
+    write_table(rows, reference, tmp_path / "table.md")
+    lines = (tmp_path / "table.md").read_text().splitlines()
+    assert "| vanilla-w0.5 |  | 70.00 ± 1.25 % | -5.00 | 4.00 M | 3.75× |  |" in lines
+    assert "| uniform-4 |  | 75.00 % | +0.00 | 15.00 M | 1.00× |  |" in lines

@@ -134,3 +134,43 @@ def test_recalibration_configs_use_every_batchnorm_pair(backbone):
         assert pairs == {(a, b) for a in (1, 2, 3) for b in (1, 2, 3)}
     recalibrate_batchnorm(model, lambda: torch.randn(4, 3, 32, 32), batches=1, generator=generator)
     assert all(int(norm.num_batches_tracked) > 0 for norms in model.norms for norm in norms)
+
+
+def test_pretrain_budget_splits_its_steps_between_the_two_phases():
+    budget = PretrainBudget(steps=10, full_width_fraction=0.3)
+    assert (budget.full_width_steps, budget.sandwich_steps) == (3, 7)
+    assert PretrainBudget(steps=1).sandwich_steps == 1  # the sandwich phase always runs
+    assert PretrainBudget(steps=5, full_width_fraction=0.0).full_width_steps == 0
+    for bad in ({"steps": 0}, {"full_width_fraction": 1.0}, {"full_width_fraction": -0.1}):
+        with pytest.raises(ValueError):
+            PretrainBudget(**bad)
+
+
+def test_prefix_batchnorms_start_from_the_full_width_slice():
+    torch.manual_seed(0)
+    model = GroupedCNN(BACKBONES["cnn4"], 3, 10, k=4)
+    with torch.no_grad():
+        for norms in model.norms:
+            for norm in norms:
+                for tensor in (norm.weight, norm.bias, norm.running_mean, norm.running_var):
+                    tensor.uniform_(0.5, 1.5)
+    training.start_prefixes_from_full_width(model)
+    for layer, norms in enumerate(model.norms):
+        full = norms[model.norm_index(layer, 4 if layer >= 2 else 1, 4)]
+        assert full.num_features == BACKBONES["cnn4"].widths[layer]
+        for norm in norms:
+            width = norm.num_features
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                assert torch.equal(getattr(norm, name), getattr(full, name)[:width])
+
+
+def test_full_width_phase_trains_only_the_full_network_first(monkeypatch):
+    """With a full-width phase, the first steps never run a narrow configuration."""
+    seen = []
+    original = training.sandwich_step
+    monkeypatch.setattr(training, "sandwich_step", lambda *args: seen.append("sandwich") or original(*args))
+    dataset = synthetic_dataset()
+    model = GroupedCNN(BACKBONES["cnn4"], dataset.image_shape[0], dataset.num_classes, k=4)
+    metrics = training.pretrain_grouped_cnn(model, dataset, PretrainBudget(steps=4, eval_every=2), 0,
+                                            torch.device("cpu"))
+    assert seen == ["sandwich"] * 2 and metrics["best_step"] in (3, 4)

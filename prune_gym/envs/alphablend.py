@@ -86,7 +86,8 @@ class AlphaBlendEnv(gym.Env):
     ## Arguments
     - ``dataset``: ``"cifar10"``, ``"cifar100"``, ``"mnist"`` or ``"synthetic"``; ``backbone``:
       ``"cnn4"``, ``"cnn6"`` or ``"cnn8"``; ``pretrain_steps``, ``backbone_seed``: its pretraining
-      budget and seed (part of the weights-cache key).
+      budget and seed (part of the weights-cache key). AlphaBlend keeps the single-phase 1,500-step
+      recipe its README figures were measured with, not the RNP envs' two-phase default.
     - ``keep_params``: fraction (0–1) of the original's parameters the final network keeps.
     - ``task``: ``"classification"`` or ``"regression"``.
     - ``epochs``: the budget of epoch-steps; ``iterations_per_step``: Adam steps per epoch-step
@@ -123,7 +124,7 @@ class AlphaBlendEnv(gym.Env):
         large_step: float = 0.5,
         epoch_cost: float = 0.01,
         ce_weight: float = 1.0,
-        pretrain_steps: int = PretrainBudget.steps,
+        pretrain_steps: int = 1500,
         backbone_seed: int = 0,
         val_fraction: float = 0.1,
         data_root: str | None = None,
@@ -150,7 +151,7 @@ class AlphaBlendEnv(gym.Env):
         self.step_factors = {SMALL: small_step, MEDIUM: medium_step, LARGE: large_step}
         self.epoch_cost, self.ce_weight = epoch_cost, ce_weight
         self.request = BackboneRequest(dataset, backbone, seed=backbone_seed, val_fraction=val_fraction,
-                                       budget=PretrainBudget(steps=pretrain_steps))
+                                       budget=PretrainBudget(steps=pretrain_steps, full_width_fraction=0.0))
         self.data_root, self.eval_data, self.device_name = data_root, eval_data, device
         self.device = resolve_device(device)
         self.action_space = spaces.Discrete(len(ACTION_NAMES))
