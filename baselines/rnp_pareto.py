@@ -21,7 +21,7 @@ from typing import Any
 
 import gymnasium as gym
 
-DEFAULT_PENALTIES = (-0.1, -0.06, -0.04, -0.02)
+DEFAULT_PENALTIES = (-0.1, -0.07, -0.05, -0.03)
 
 
 def trained_run(out: Path, name: str, env_id: str, algo: str, env_kwargs: dict[str, Any], timesteps: int | None,

@@ -9,6 +9,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from prune_gym.data import DatasetNotFoundError
+from prune_gym.envs.rnp import DEFAULT_GROUP_PENALTY
 from prune_gym.envs.sb3 import SB3VecEnvAdapter
 
 SYNTHETIC = {"pretrain_steps": 40, "device": "cpu"}
@@ -52,8 +53,9 @@ def test_episode_accounting_and_rnp_reward():
     assert info["macs"] == info["macs_full"] == runtime.macs_full and obs[-1] == pytest.approx(1.0)
     assert obs[width:width + 3].sum() == 0
     assert isinstance(reward, float) and isinstance(info["correct"], bool)
-    assert rewards[:2] == [pytest.approx(3 * -0.02), pytest.approx(3 * -0.02)]  # action 3, p = -0.02
-    assert rewards[2] == pytest.approx(3 * -0.02 - info["cross_entropy"])
+    penalty = DEFAULT_GROUP_PENALTY  # action 3 costs 3 · p per step
+    assert rewards[:2] == [pytest.approx(3 * penalty), pytest.approx(3 * penalty)]
+    assert rewards[2] == pytest.approx(3 * penalty - info["cross_entropy"])
     assert set(info) >= {"macs", "macs_full", "params", "params_full", "cross_entropy", "correct", "label"}
 
 
