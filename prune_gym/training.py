@@ -220,6 +220,15 @@ def random_width_mixes(model: GroupedCNN, count: int, generator: torch.Generator
     return torch.randint(1, model.k + 1, (count, model.num_decisions), generator=generator)
 
 
+def full_width_step(model: GroupedCNN, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Accumulate the gradient of the full width's cross-entropy on the labels; returns the
+    logits (for distillation) and the loss."""
+    logits = model(images)
+    loss = F.cross_entropy(logits, labels)
+    loss.backward()
+    return logits, loss.item()
+
+
 def sandwich_step(
     model: GroupedCNN, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, random_configs: int
 ) -> float:
@@ -229,16 +238,14 @@ def sandwich_step(
     per-layer mixes learn from the full network's (detached) predictions, which transfers the full
     network's knowledge to every prefix and keeps their BN statistics trained on real mixes.
     """
-    full_logits = model(images)
-    loss = F.cross_entropy(full_logits, labels)
-    loss.backward()
+    full_logits, loss = full_width_step(model, images, labels)
     if model.k == 1:  # a plain network (e.g. a narrow baseline) has no narrower prefix to distil into
-        return loss.item()
+        return loss
     soft_targets = full_logits.detach().softmax(dim=1)
     configs = [[1] * model.num_decisions, *random_width_mixes(model, random_configs, generator).tolist()]
     for config in configs:
         F.cross_entropy(model(images, config), soft_targets).backward()
-    return loss.item()
+    return loss
 
 
 def pair_covering_configs(model: GroupedCNN, generator: torch.Generator) -> list[list[int]]:
@@ -356,11 +363,6 @@ def pretrain_grouped_cnn(
         return train_loop(model, train_step, evaluate, steps, budget.eval_every,
                           description=f"pretrain {model.spec.name} on {dataset.name} ({description})")
 
-    def full_width_loss(images: torch.Tensor, labels: torch.Tensor) -> float:
-        loss = F.cross_entropy(model(images), labels)
-        loss.backward()
-        return loss.item()
-
     def evaluate_full_width() -> dict[str, float]:
         accuracy = evaluate_classifier(model, x_val, y_val, dataset, device)["accuracy"]
         return {"val_accuracy_full": accuracy, "score": accuracy}
@@ -380,7 +382,8 @@ def pretrain_grouped_cnn(
 
     wall_s = 0.0
     if budget.full_width_steps:
-        wall_s += run_phase(budget.full_width_steps, full_width_loss, evaluate_full_width, "full width").wall_s
+        wall_s += run_phase(budget.full_width_steps, lambda images, labels: full_width_step(model, images, labels)[1],
+                            evaluate_full_width, "full width").wall_s
         start_prefixes_from_full_width(model)
     result = run_phase(budget.sandwich_steps,
                        lambda images, labels: sandwich_step(model, images, labels, generator, budget.random_configs),
