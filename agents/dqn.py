@@ -548,11 +548,10 @@ class DQNTrainer:
 
 def make_training_env(env_id: str, env_kwargs: dict[str, Any], num_envs: int) -> Any:
     """The env rnp-dqn trains on: the native vector env for RNP ids, a single env otherwise."""
-    from prune_gym.registry import ENV_TABLE
+    from prune_gym.registry import get_entry, is_family
 
-    bare_id = env_id.split(":", 1)[-1]
-    entry = next((row for row in ENV_TABLE if row.id == bare_id), None)
-    if entry is not None and entry.id.startswith("RNP-"):
+    if is_family(env_id, "RNP"):
+        entry = get_entry(env_id)
         from prune_gym.envs.rnp import RNPVectorEnv
 
         return RNPVectorEnv(num_envs=num_envs, **{**entry.kwargs, **env_kwargs})

@@ -15,9 +15,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.runs import load_agent_policy, load_rnp_decider, read_config
-from baselines.registry import family_of
+from prune_gym.agents.runs import load_agent_policy, load_rnp_decider, read_config
 from prune_gym.evaluation import evaluate_rnp_policy, rnp_images
+from prune_gym.registry import is_family
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", eval_data: str | None = None,
@@ -28,7 +28,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", eval_data: str | None
 
     config = read_config(run_dir)
     env_id, env_kwargs = config["env_id"], dict(config["env_kwargs"])
-    if family_of(env_id) == "RNP":
+    if is_family(env_id, "RNP"):
         kwargs = {**get_entry(env_id).kwargs, **env_kwargs}
         env = gym.make(env_id, **env_kwargs).unwrapped
         reference_env = gym.make(env_id, **env_kwargs).unwrapped

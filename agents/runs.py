@@ -24,8 +24,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents import ALGORITHMS
-from prune_gym.training import atomic_torch_save
+from prune_gym.agents import ALGORITHMS
+from prune_gym.weights import atomic_torch_save
 
 HYPERPARAMS_DIR = Path(__file__).resolve().parent / "hyperparams"
 CONFIG_FILE = "config.json"
@@ -110,7 +110,7 @@ def train_run(env_id: str, algo: str, *, timesteps: int | None = None, seed: int
         values = load_hyperparams(algo, env_id, overrides)
         env_kwargs = dict(env_kwargs or {})
         if algo == "rnp-dqn":
-            from agents.dqn import DQNConfig
+            from prune_gym.agents.dqn import DQNConfig
 
             values = asdict(DQNConfig.from_dict(values))  # validate now, store every resolved value
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +127,7 @@ def _train_custom_dqn(run_dir: Path, config: dict[str, Any], resume: bool,
                       callback: Callable[..., bool] | None) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
-    from agents.dqn import DQNConfig, DQNTrainer, make_training_env
+    from prune_gym.agents.dqn import DQNConfig, DQNTrainer, make_training_env
 
     dqn_config = DQNConfig.from_dict(config["hyperparams"])
     env = make_training_env(config["env_id"], config["env_kwargs"], dqn_config.num_envs)
@@ -164,7 +164,7 @@ def _train_custom_dqn(run_dir: Path, config: dict[str, Any], resume: bool,
 
 
 def _train_sb3(run_dir: Path, config: dict[str, Any], resume: bool) -> None:
-    from agents.sb3 import latest_checkpoint, train_sb3
+    from prune_gym.agents.sb3 import latest_checkpoint, train_sb3
 
     resume_from = latest_checkpoint(run_dir) if resume else None
     if resume and resume_from is None:
@@ -202,7 +202,7 @@ def load_rnp_decider(run_dir: str | Path, env: Any) -> Callable[[np.ndarray], np
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     if config["algo"] == "rnp-dqn":
-        from agents.dqn import DQNConfig, RecurrentDecider, build_q_network
+        from prune_gym.agents.dqn import DQNConfig, RecurrentDecider, build_q_network
 
         final = _final_model_path(run_dir, "final_model.pt")
         state = torch.load(final, map_location="cpu", weights_only=False)
@@ -223,26 +223,27 @@ def _final_model_path(run_dir: Path, name: str) -> Path:
 
 
 def _load_sb3_model(run_dir: Path, config: dict[str, Any]) -> Any:
-    from agents.sb3 import SB3_ALGORITHMS
+    from prune_gym.agents.sb3 import SB3_ALGORITHMS
 
     return SB3_ALGORITHMS[config["algo"]].load(_final_model_path(run_dir, "final_model.zip"), device="cpu")
 
 
 def load_agent_policy(run_dir: str | Path) -> Any:
-    """A trained run as a :class:`baselines.registry.ScriptedPolicy` (``make(env) -> policy(obs, info)``),
+    """A trained run as a :class:`prune_gym.policies.ScriptedPolicy` (``make(env) -> policy(obs, info)``),
     so ``prune-gym compare --agents`` treats it like any scripted policy. The policy also has a
     ``decide_batch(obs)`` method where the env family evaluates many images at once (RNP)."""
-    from baselines.registry import BatchPolicy, ScriptedPolicy, family_of
+    from prune_gym.policies import BatchPolicy, ScriptedPolicy
+    from prune_gym.registry import family_of, is_family
 
     run_dir = Path(run_dir)
     config = read_config(run_dir)
 
     def make(env: gym.Env) -> Any:
         unwrapped = env.unwrapped
-        if family_of(config["env_id"]) == "RNP":
+        if is_family(config["env_id"], "RNP"):
             return BatchPolicy(load_rnp_decider(run_dir, unwrapped))
         if config["algo"] == "rnp-dqn":
-            from agents.dqn import DQNConfig, build_q_network, mlp_policy
+            from prune_gym.agents.dqn import DQNConfig, build_q_network, mlp_policy
 
             state = torch.load(_final_model_path(run_dir, "final_model.pt"), map_location="cpu", weights_only=False)
             network = build_q_network(unwrapped, DQNConfig.from_dict(state["config"]))
@@ -252,4 +253,8 @@ def load_agent_policy(run_dir: str | Path) -> Any:
         return lambda obs, info: model.predict(obs, deterministic=True)[0].item()
 
     name = f"{config['algo']}:{run_dir.name}"
-    return ScriptedPolicy(family_of(config["env_id"]), name, f"trained {config['algo']} run {run_dir}", make)
+    try:
+        family = family_of(config["env_id"])
+    except gym.error.UnregisteredEnv:  # a Gymnasium id (CartPole-v1) is a family of its own
+        family = config["env_id"]
+    return ScriptedPolicy(family, name, f"trained {config['algo']} run {run_dir}", make)

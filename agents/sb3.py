@@ -4,7 +4,7 @@ RNP ids train on the native batched vector env through :class:`~prune_gym.envs.s
 (no Python loop over single envs); every other id through SB3's ``DummyVecEnv``. Both are wrapped in
 ``VecMonitor`` with the env's accounting from ``info`` (MACs, correctness or accuracy), so episode
 statistics and tensorboard curves carry them. Hyperparameters come from ``agents/hyperparams/<algo>.yml``
-(see :func:`agents.hyperparams.load_hyperparams`).
+(see :func:`prune_gym.agents.hyperparams.load_hyperparams`).
 """
 
 from __future__ import annotations
@@ -43,13 +43,13 @@ def check_action_space(algo: str, action_space: spaces.Space, env_id: str) -> No
 
 def make_sb3_env(env_id: str, env_kwargs: dict[str, Any], n_envs: int, seed: int) -> VecEnv:
     """The monitored SB3 ``VecEnv`` for ``env_id`` (native batched env for RNP ids)."""
-    from prune_gym.registry import ENV_TABLE
+    from prune_gym.registry import get_entry, is_family
 
-    entry = next((row for row in ENV_TABLE if row.id == env_id.split(":", 1)[-1]), None)
-    if entry is not None and entry.vector_entry_point is not None:
+    if is_family(env_id, "RNP"):  # the native batched env (an SB3 adapter over RNPVectorEnv)
         from prune_gym.envs.rnp import RNPVectorEnv
         from prune_gym.envs.sb3 import SB3VecEnvAdapter
 
+        entry = get_entry(env_id)
         venv: VecEnv = SB3VecEnvAdapter(RNPVectorEnv(num_envs=n_envs, **{**entry.kwargs, **env_kwargs}))
     else:
         # No per-env Monitor (make_vec_env would add one): the single VecMonitor below serves every family.
@@ -171,7 +171,9 @@ def train_sb3(env_id: str, algo: str, hyperparams: dict[str, Any], env_kwargs: d
 
 def _eval_kwargs(env_id: str) -> dict[str, Any]:
     """The eval callback scores RNP policies on the validation images, never the test split."""
-    return {"split": "val"} if env_id.split(":", 1)[-1].startswith("RNP-") else {}
+    from prune_gym.registry import is_family
+
+    return {"split": "val"} if is_family(env_id, "RNP") else {}
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

@@ -18,8 +18,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from baselines.registry import Policy, register_policy
+from prune_gym.baselines.registry import register_policy
 from prune_gym.envs.alphablend import FINISH, HOLD, SMALL
+from prune_gym.policies import Policy
 
 
 def handover_step(epochs: int) -> int:

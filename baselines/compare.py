@@ -1,7 +1,7 @@
 """``prune-gym compare``: every scripted policy (and trained agents) on one environment, over seeds.
 
 Generic over env families. A *run* is one policy for one seed; a family's runner
-(:func:`baselines.registry.register_runner`) turns a run into result rows, and families without
+(:func:`prune_gym.baselines.registry.register_runner`) turns a run into result rows, and families without
 one use :func:`default_runner`, which plays one episode with
 ``gym.make(env_id, eval_data=..., **env_kwargs)`` and writes one row per state (the reset state is
 ``cycle`` 0, then one row per step) and a last row marked ``final``.
@@ -15,7 +15,7 @@ units kept) or else ``macs / macs_full``; ``step_s`` is the wall time of that re
 Outputs in ``DIR``: ``results.csv`` (every row), ``results.md`` (mean ± sample std over seeds of
 the final rows, per policy) and ``pareto.png`` (test accuracy against kept fraction and against
 MACs, one line per policy through its per-cycle means, final points starred), plus whatever the
-env family's report writes (:func:`baselines.registry.register_report`; LayerPrune: the α/γ
+env family's report writes (:func:`prune_gym.baselines.registry.register_report`; LayerPrune: the α/γ
 curves per layer and a depth table). All are rewritten after every run, so an interrupted
 comparison keeps what it finished.
 """
@@ -24,67 +24,16 @@ from __future__ import annotations
 
 import csv
 import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
-from baselines.registry import ScriptedPolicy, family_of, get_policy, policies_for, report_for, runner_for
-
-COLUMNS = ("policy", "seed", "cycle", "final", "test_accuracy", "val_accuracy", "val_loss", "macs", "macs_full",
-           "params", "params_full", "kept_fraction", "episode_return", "step_s", "wall_s")
-
-
-def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, eval_data: str | None = None) -> gym.Env:
-    """``gym.make(env_id, eval_data=eval_data, **env_kwargs)`` (``eval_data`` only when given)."""
-    import prune_gym  # noqa: F401 - registers the ids
-
-    kwargs = dict(env_kwargs or {})
-    if eval_data is not None:
-        kwargs["eval_data"] = str(eval_data)
-    return gym.make(env_id, **kwargs)
-
-
-def result_row(policy: str, seed: int, info: dict[str, Any], *, cycle: int, final: bool = False,
-               episode_return: float | None = None, step_s: float | None = None,
-               wall_s: float | None = None) -> dict[str, Any]:
-    """One row of :data:`COLUMNS` from an env's ``info`` (the common accounting names)."""
-    macs, macs_full = info.get("macs"), info.get("macs_full")
-    kept = info.get("kept_fraction")
-    if kept is None and macs is not None and macs_full:
-        kept = macs / macs_full
-    row = {"policy": policy, "seed": seed, "cycle": cycle, "final": final, "kept_fraction": kept,
-           "episode_return": episode_return, "step_s": step_s, "wall_s": wall_s}
-    for name in ("test_accuracy", "val_accuracy", "val_loss", "macs", "macs_full", "params", "params_full"):
-        row[name] = info.get(name)
-    return row
-
-
-def play_episode(
-    env: gym.Env, policy: ScriptedPolicy, seed: int, before_action: Callable[[gym.Env], None] | None = None
-) -> list[dict[str, Any]]:
-    """Play one episode of ``policy`` from ``env.reset(seed=seed)``: one row for the reset state
-    (cycle 0) and one per step (``final`` not set). ``before_action(env)`` runs before each
-    action is chosen (a runner may record the env's state there)."""
-    started = time.perf_counter()
-    obs, info = env.reset(seed=seed)
-    act = policy.make(env.unwrapped)
-    rows = [result_row(policy.name, seed, info, cycle=0, episode_return=0.0,
-                       step_s=time.perf_counter() - started, wall_s=time.perf_counter() - started)]
-    total, steps, done = 0.0, 0, False
-    while not done:
-        if before_action is not None:
-            before_action(env)
-        step_started = time.perf_counter()
-        obs, reward, terminated, truncated, info = env.step(act(obs, info))
-        total, steps, done = total + float(reward), steps + 1, terminated or truncated
-        now = time.perf_counter()
-        rows.append(result_row(policy.name, seed, info, cycle=int(info.get("cycle", steps)), episode_return=total,
-                               step_s=now - step_started, wall_s=now - started))
-    return rows
+from prune_gym.baselines.registry import get_policy, policies_for, report_for, runner_for
+from prune_gym.policies import ScriptedPolicy, make_env, play_episode
+from prune_gym.registry import family_of
+from prune_gym.results import COLUMNS, column_values, mean_std
 
 
 def default_runner(env_id: str, policy: ScriptedPolicy, seed: int, env_kwargs: dict[str, Any],
@@ -106,14 +55,14 @@ def select_policies(env_id: str, names: str = "all") -> list[ScriptedPolicy]:
 
 
 def load_agents(run_dirs: Sequence[str]) -> list[ScriptedPolicy]:
-    """Trained agents as policies, through ``agents.runs.load_agent_policy`` (imported only here)."""
+    """Trained agents as policies, through ``prune_gym.agents.runs.load_agent_policy`` (imported only here)."""
     if not run_dirs:
         return []
     try:
-        from agents.runs import load_agent_policy
+        from prune_gym.agents.runs import load_agent_policy
     except ImportError as error:
         raise SystemExit(
-            f"--agents needs agents.runs.load_agent_policy, which could not be imported ({error}). "
+            f"--agents needs prune_gym.agents.runs.load_agent_policy, which could not be imported ({error}). "
             "Install prune-gym with its agents package (the agents issue adds it), or leave out --agents."
         ) from error
     return [load_agent_policy(run_dir) for run_dir in run_dirs]
@@ -171,7 +120,7 @@ def write_outputs(rows: list[dict[str, Any]], out: Path, env_id: str, order: Seq
     (out / "results.md").write_text(markdown_table(rows, env_id, order))
     plot_pareto(rows, out / "pareto.png", env_id, order)
     report = report_for(env_id)
-    if report is not None:  # the family's own figures and tables (see baselines.registry.register_report)
+    if report is not None:  # the family's own figures and tables (see prune_gym.baselines.registry.register_report)
         report(rows, out, env_id)
 
 
@@ -214,17 +163,6 @@ def report(out: str | Path, env_id: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _values(rows: list[dict[str, Any]], name: str) -> np.ndarray:
-    return np.array([float(row[name]) for row in rows if row.get(name) is not None], dtype=np.float64)
-
-
-def _mean_std(values: np.ndarray, scale: float = 1.0, digits: int = 2) -> str:
-    if len(values) == 0:
-        return "–"
-    mean = f"{scale * values.mean():.{digits}f}"
-    return mean if len(values) == 1 else f"{mean} ± {scale * values.std(ddof=1):.{digits}f}"
-
-
 def markdown_table(rows: list[dict[str, Any]], env_id: str, order: Sequence[str]) -> str:
     """Mean ± sample std over seeds of each policy's final row (and of the cycle-0 rows, the
     unpruned network, where the runs have them)."""
@@ -239,7 +177,7 @@ def markdown_table(rows: list[dict[str, Any]], env_id: str, order: Sequence[str]
 
     def line(name: str, group: list[dict[str, Any]]) -> str:
         cells = [name, str(len({row["seed"] for row in group}))]
-        cells += [_mean_std(_values(group, column), scale, digits) for column, scale, digits in figures]
+        cells += [mean_std(column_values(group, column), scale, digits) for column, scale, digits in figures]
         return "| " + " | ".join(cells) + " |"
 
     start = [row for row in rows if row.get("cycle") == 0 and not row.get("final")]
@@ -311,7 +249,7 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, env_id: str, order: Sequ
             if points:
                 axis.scatter(*zip(*points), marker="*", s=90, color=colour, edgecolors="black", linewidths=0.5,
                              zorder=3, label=None if len(xs) else name)
-    unpruned = _values([row for row in rows if row.get("cycle") == 0 and not row.get("final")], "test_accuracy")
+    unpruned = column_values([row for row in rows if row.get("cycle") == 0 and not row.get("final")], "test_accuracy")
     for axis in axes if len(unpruned) else ():
         reference = 100 * unpruned.mean()
         axis.axhline(reference, color="grey", linewidth=0.8)
@@ -332,5 +270,5 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, env_id: str, order: Sequ
 
 def seconds_per_step(rows: list[dict[str, Any]]) -> float:
     """Mean wall seconds of the env steps in ``rows`` (NaN when there are none)."""
-    steps = _values([row for row in rows if not row.get("final") and row.get("cycle")], "step_s")
+    steps = column_values([row for row in rows if not row.get("final") and row.get("cycle")], "step_s")
     return float(steps.mean()) if len(steps) else math.nan

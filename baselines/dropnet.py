@@ -15,8 +15,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from baselines.compare import make_env, play_episode, result_row
-from baselines.registry import Policy, ScriptedPolicy, register_policy, register_runner
+from prune_gym.baselines.registry import register_policy, register_runner
+from prune_gym.policies import Policy, ScriptedPolicy, make_env, play_episode
+from prune_gym.results import result_row
 
 _DESCRIPTIONS = {
     "min": "drop the p lowest-scoring units of all layers ranked together, every cycle (DropNet's minimum)",

@@ -20,8 +20,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from baselines.compare import make_env, play_episode
-from baselines.registry import Policy, ScriptedPolicy, register_policy, register_report, register_runner
+from prune_gym.baselines.registry import register_policy, register_report, register_runner
+from prune_gym.policies import Policy, ScriptedPolicy, make_env, play_episode
+from prune_gym.results import column_values, mean_std
 
 ALPHA_THRESHOLD = 0.01
 
@@ -105,8 +106,6 @@ def run_layerprune(env_id: str, policy: ScriptedPolicy, seed: int, env_kwargs: d
 @register_report("LayerPrune")
 def report_layerprune(rows: list[dict[str, Any]], out: Path, env_id: str) -> None:
     """``layer_histories.png`` (seed 0 of every policy) and ``layerprune.md`` (mean ± std over seeds)."""
-    from baselines.compare import _mean_std, _values
-
     finals = [row for row in rows if row.get("final") and row.get("layer_histories") is not None]
     order = list(dict.fromkeys(row["policy"] for row in finals))
     first_seed = {name: next(row for row in finals if row["policy"] == name) for name in order}
@@ -119,8 +118,8 @@ def report_layerprune(rows: list[dict[str, Any]], out: Path, env_id: str) -> Non
     for name in order:
         group = [row for row in finals if row["policy"] == name]
         fraction = np.array([row["macs"] / row["macs_full"] for row in group])
-        lines.append(f"| {name} | {len(group)} | {_mean_std(_values(group, 'depth'), 1, 2)} "
-                     f"| {_mean_std(_values(group, 'test_accuracy'), 100, 2)} "
-                     f"| {_mean_std(_values(group, 'macs'), 1e-6, 3)} | {_mean_std(fraction, 1, 3)} "
-                     f"| {_mean_std(_values(group, 'params'), 1, 0)} |")
+        lines.append(f"| {name} | {len(group)} | {mean_std(column_values(group, 'depth'), 1, 2)} "
+                     f"| {mean_std(column_values(group, 'test_accuracy'), 100, 2)} "
+                     f"| {mean_std(column_values(group, 'macs'), 1e-6, 3)} | {mean_std(fraction, 1, 3)} "
+                     f"| {mean_std(column_values(group, 'params'), 1, 0)} |")
     (out / "layerprune.md").write_text("\n".join(lines) + "\n")

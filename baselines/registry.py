@@ -1,18 +1,14 @@
 """The one table of scripted (non-RL) policies, keyed by environment family.
 
-A scripted policy has the same interface in every family: ``policy(obs, info) -> action``, where
-``obs`` and ``info`` are what the environment last returned (from ``reset`` or ``step``). A
-:class:`ScriptedPolicy` row builds a fresh policy for one episode from the unwrapped environment,
-so a policy may read the env's settings (``k``, the layer count) but keeps no state across episodes.
-
-Families are the prefix of the env id before the first ``-`` (``RNP``, ``DropNet``, ``LayerPrune``,
-``AlphaBlend``). A family module registers its policies with :func:`register_policy` when it is
+The policy protocol (:class:`~prune_gym.policies.ScriptedPolicy`, ``policy(obs, info) -> action``)
+lives in :mod:`prune_gym.policies`; an env id's family comes from the env registry
+(:func:`prune_gym.registry.family_of`). A family module registers its policies with :func:`register_policy` when it is
 imported; :data:`FAMILY_MODULES` says which module that is, so ``policies_for(env_id)`` works
 without the caller importing anything first.
 
 A family may also register a *runner* with :func:`register_runner`: the function that evaluates
 one policy for one seed and returns result rows for ``prune-gym compare`` (see
-:mod:`baselines.compare` for the row format and the default runner, which plays one episode),
+:mod:`prune_gym.baselines.compare` for the row format and the default runner, which plays one episode),
 and a *report* with :func:`register_report`: a function that writes the family's own figures or
 tables from those rows next to compare's outputs (e.g. LayerPrune's α/γ per layer over training).
 """
@@ -21,57 +17,24 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
-import numpy as np
+from prune_gym.policies import PolicyFactory, ScriptedPolicy
+from prune_gym.registry import FAMILIES, family_of
 
-Policy = Callable[[np.ndarray, dict[str, Any]], Any]
-PolicyFactory = Callable[[gym.Env], Policy]
-# runner(env_id, policy, seed, env_kwargs, eval_data) -> result rows (dicts), see baselines.compare.
-Runner = Callable[[str, "ScriptedPolicy", int, dict[str, Any], "str | None"], list[dict[str, Any]]]
-# report(rows, out_dir, env_id) writes a family's extra outputs into out_dir, see baselines.compare.
+# runner(env_id, policy, seed, env_kwargs, eval_data) -> result rows (dicts), see prune_gym.baselines.compare.
+Runner = Callable[[str, ScriptedPolicy, int, dict[str, Any], "str | None"], list[dict[str, Any]]]
+# report(rows, out_dir, env_id) writes a family's extra outputs into out_dir, see prune_gym.baselines.compare.
 Report = Callable[[list[dict[str, Any]], Path, str], None]
 
 # family → the module whose import registers that family's policies.
-FAMILY_MODULES: dict[str, str] = {
-    "RNP": "baselines.rnp",
-    "DropNet": "baselines.dropnet",
-    "LayerPrune": "baselines.layerprune",
-    "AlphaBlend": "baselines.alphablend",
-}
-
-
-@dataclass(frozen=True)
-class ScriptedPolicy:
-    """One registered policy: ``make(env)`` returns a fresh ``policy(obs, info) -> action``."""
-
-    family: str
-    name: str
-    description: str
-    make: PolicyFactory
-
-
-class BatchPolicy:
-    """``policy(obs, info)`` for one observation and ``decide_batch(obs)`` for many (RNP runners)."""
-
-    def __init__(self, decide_batch: Callable[[np.ndarray], np.ndarray]):
-        self.decide_batch = decide_batch
-
-    def __call__(self, obs: np.ndarray, info: dict[str, Any]) -> int:
-        return int(self.decide_batch(np.asarray(obs, dtype=np.float32).reshape(1, -1))[0])
+FAMILY_MODULES: dict[str, str] = {family: f"prune_gym.baselines.{family.lower()}" for family in FAMILIES}
 
 
 _POLICIES: dict[str, dict[str, ScriptedPolicy]] = {}
 _RUNNERS: dict[str, Runner] = {}
 _REPORTS: dict[str, Report] = {}
-
-
-def family_of(env_id: str) -> str:
-    """``"DropNet-MNIST-Conv-v0"`` → ``"DropNet"`` (a ``prune_gym:`` module prefix is accepted)."""
-    return env_id.split(":", 1)[-1].split("-", 1)[0]
 
 
 def register_policy(family: str, name: str, description: str) -> Callable[[PolicyFactory], PolicyFactory]:

@@ -16,7 +16,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from baselines.registry import BatchPolicy, register_policy, register_runner
+from prune_gym.baselines.registry import register_policy, register_runner
+from prune_gym.policies import BatchPolicy
 
 UNIFORM_GROUPS = (1, 2, 3, 4)  # the registered uniform policies; a policy errors if g > the env's k
 
@@ -66,8 +67,9 @@ def vanilla_network(dataset: str, base: str, factor: float, data_root: str | Non
     """Train (or load from the weights cache) ``base`` at ``factor``× channels with the backbone's own
     pretraining budget (``pretrain_steps`` overrides its steps), and score it on the test split:
     accuracy, MACs, and params (conv/linear weights, as the RNP envs count them)."""
+    from prune_gym.pretraining import BackboneRequest, PretrainBudget, pretrained_backbone
     from prune_gym.pruning.counting import count_macs, trace_layer_costs
-    from prune_gym.training import BackboneRequest, PretrainBudget, evaluate_classifier, pretrained_backbone
+    from prune_gym.training import evaluate_classifier
 
     name = f"{base}-w{factor:g}"
     budget = PretrainBudget() if pretrain_steps is None else PretrainBudget(steps=pretrain_steps)
@@ -100,7 +102,7 @@ def rnp_runner(env_id: str, policy: Any, seed: int, env_kwargs: dict[str, Any],
     decide = getattr(act, "decide_batch", None)
     if decide is None:
         raise ValueError(f"RNP policy {policy.name!r} has no decide_batch(obs) method; RNP runs score every "
-                         "test image at once (see baselines.registry.BatchPolicy).")
+                         "test image at once (see prune_gym.policies.BatchPolicy).")
     images, labels, _ = rnp_images(env.unwrapped, "test", eval_data)
     figures = evaluate_rnp_policy(env.unwrapped, decide, images, labels, reference.unwrapped, latency=False)
     return [{"policy": policy.name, "seed": seed, "cycle": 0, "final": True,

@@ -1,6 +1,6 @@
 """The RNP accuracy–MACs sweep on CIFAR-10: custom DQN operating points vs static and narrow networks.
 
-    python -m baselines.rnp_pareto --out runs/rnp-pareto
+    python -m prune_gym.baselines.rnp_pareto --out runs/rnp-pareto
 
 For each MAC penalty it trains the custom DQN (``prune-gym train ... --algo rnp-dqn``, reusing a
 finished run in ``OUT``), evaluates it greedily on the test split (``prune-gym evaluate``), and puts
@@ -27,7 +27,7 @@ DEFAULT_PENALTIES = (-0.1, -0.07, -0.05, -0.03)
 def trained_run(out: Path, name: str, env_id: str, algo: str, env_kwargs: dict[str, Any], timesteps: int | None,
                 seed: int) -> tuple[Path, float | None]:
     """Train into ``out/name`` unless a finished run is there; returns the run and its training seconds."""
-    from agents.runs import train_run
+    from prune_gym.agents.runs import train_run
 
     run_dir = out / name
     if (run_dir / "final_model.pt").exists() or (run_dir / "final_model.zip").exists():
@@ -42,7 +42,7 @@ def trained_run(out: Path, name: str, env_id: str, algo: str, env_kwargs: dict[s
 
 def scripted_rows(env_id: str, env_kwargs: dict[str, Any], seed: int) -> list[dict[str, Any]]:
     """Uniform widths and random groups on the pretrained backbone, test split."""
-    from baselines.registry import policies_for
+    from prune_gym.baselines.registry import policies_for
     from prune_gym.evaluation import evaluate_rnp_policy, rnp_images
 
     env = gym.make(env_id, **env_kwargs)
@@ -63,7 +63,7 @@ def vanilla_rows(env_id: str, env_kwargs: dict[str, Any], target_macs: list[floa
     as the gaps being compared), with the mean, sample std and every seed's accuracy."""
     import numpy as np
 
-    from baselines.rnp import vanilla_network, width_factor_for_macs
+    from prune_gym.baselines.rnp import vanilla_network, width_factor_for_macs
 
     env = gym.make(env_id, **env_kwargs).unwrapped
     settings, dataset = env.settings, env.dataset
@@ -85,7 +85,7 @@ def vanilla_rows(env_id: str, env_kwargs: dict[str, Any], target_macs: list[floa
 
 
 def agent_row(run_dir: Path, method: str, kind: str, wall_s: float | None, **extra: Any) -> dict[str, Any]:
-    from agents.evaluate import evaluate_run
+    from prune_gym.agents.evaluate import evaluate_run
 
     figures = evaluate_run(run_dir)
     return {"method": method, "kind": kind, "run": str(run_dir), "train_wall_s": wall_s, **extra, **figures}

@@ -88,7 +88,7 @@ def command_bench(args: argparse.Namespace) -> None:
     from prune_gym.bench import bench_rnp
 
     entry = get_entry(args.env_id)
-    if not entry.id.startswith("RNP-"):
+    if entry.family != "RNP":
         raise SystemExit(f"bench measures the RNP environments; {entry.id} is not one.")
     figures = bench_rnp(entry.id, num_envs=args.num_envs, episodes=args.episodes,
                         env_kwargs=parse_env_kwargs(args.env_kwargs))
@@ -98,7 +98,7 @@ def command_bench(args: argparse.Namespace) -> None:
 
 def command_train(args: argparse.Namespace) -> None:
     """Train an agent into a run directory (config, checkpoints, metrics.csv, tensorboard, final model)."""
-    from agents.runs import train_run
+    from prune_gym.agents.runs import train_run
 
     if args.resume and args.out is None:
         raise SystemExit("--resume needs --out RUN_DIR (the run to continue).")
@@ -112,7 +112,7 @@ def command_train(args: argparse.Namespace) -> None:
 
 def command_evaluate(args: argparse.Namespace) -> None:
     """Run a trained policy greedily on the test split (or --eval-data) and print its figures."""
-    from agents.evaluate import evaluate_run
+    from prune_gym.agents.evaluate import evaluate_run
 
     figures = evaluate_run(args.run_dir, split=args.split, eval_data=args.eval_data)
     print(json.dumps(figures, indent=2))
@@ -121,7 +121,7 @@ def command_evaluate(args: argparse.Namespace) -> None:
 
 def command_compare(args: argparse.Namespace) -> None:
     """Every scripted policy (and agent) on ENV_ID over seeds; writes results.csv/.md, pareto.png."""
-    from baselines.compare import compare, select_policies
+    from prune_gym.baselines.compare import compare, select_policies
 
     get_entry(args.env_id)
     if args.list:
@@ -129,7 +129,7 @@ def command_compare(args: argparse.Namespace) -> None:
             print(f"{policy.name:<14}  {policy.description}")
         return
     if args.report_only:
-        from baselines.compare import report
+        from prune_gym.baselines.compare import report
 
         rows = report(args.out, args.env_id)
     else:
@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     bench.set_defaults(run=command_bench)
 
-    from agents import ALGORITHMS  # no torch, SB3 or YAML at import
+    from prune_gym.agents import ALGORITHMS  # no torch, SB3 or YAML at import
 
     train = commands.add_parser("train", help="train an agent (custom rnp-dqn or Stable-Baselines3)")
     train.add_argument("env_id", nargs="?", help="registered env id (not needed with --resume)")

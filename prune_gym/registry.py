@@ -1,8 +1,9 @@
 """The one table of environment ids.
 
-Every id maps to an entry point, a native vector entry point where the family has one, the
-variant's keyword arguments (JSON-serialisable, so ``env.spec.to_json()`` round-trips) and the
-one-line description that ``prune-gym envs`` prints. Variants are kwargs, never subclasses.
+Every id belongs to a family (:data:`FAMILIES`: one env module each) and maps to an entry point,
+a native vector entry point where the family has one, the variant's keyword arguments
+(JSON-serialisable, so ``env.spec.to_json()`` round-trips) and the one-line description that
+``prune-gym envs`` prints. Variants are kwargs, never subclasses.
 """
 
 from __future__ import annotations
@@ -23,11 +24,20 @@ class EnvEntry:
     kwargs: dict[str, Any] = field(default_factory=dict)
     vector_entry_point: str | None = None
 
+    @property
+    def family(self) -> str:
+        """The family whose env class this id makes (a key of :data:`FAMILIES`)."""
+        return next(family for family, entry_point in FAMILIES.items() if entry_point == self.entry_point)
 
-_RNP = "prune_gym.envs.rnp:RNPEnv"
-_DROPNET = "prune_gym.envs.dropnet:DropNetEnv"
-_LAYERPRUNE = "prune_gym.envs.layerprune:LayerPruneEnv"
-_ALPHABLEND = "prune_gym.envs.alphablend:AlphaBlendEnv"
+
+# family → its env class (one module per family in prune_gym.envs).
+FAMILIES: dict[str, str] = {
+    "RNP": "prune_gym.envs.rnp:RNPEnv",
+    "DropNet": "prune_gym.envs.dropnet:DropNetEnv",
+    "LayerPrune": "prune_gym.envs.layerprune:LayerPruneEnv",
+    "AlphaBlend": "prune_gym.envs.alphablend:AlphaBlendEnv",
+}
+_RNP, _DROPNET, _LAYERPRUNE, _ALPHABLEND = FAMILIES.values()
 _RNP_VECTOR = "prune_gym.envs.rnp:RNPVectorEnv"
 
 ENV_TABLE: tuple[EnvEntry, ...] = (
@@ -108,6 +118,25 @@ def get_entry(env_id: str) -> EnvEntry:
     raise gym.error.UnregisteredEnv(
         f"Unknown environment id {env_id!r}. Registered prune-gym ids: {', '.join(env_ids())}"
     )
+
+
+def family_of(env_id: str) -> str:
+    """The family of a registered id: ``"DropNet-MNIST-Conv-v0"`` → ``"DropNet"``."""
+    return get_entry(env_id).family
+
+
+def is_family(env_id: str, family: str) -> bool:
+    """Whether ``env_id`` is a registered prune-gym id of ``family`` (False for any other id, e.g.
+    Gymnasium's own ``CartPole-v1``, which the agents also train on)."""
+    bare_id = env_id.split(":", 1)[-1]
+    return any(entry.id == bare_id and entry.family == family for entry in ENV_TABLE)
+
+
+def ids_of_family(family: str) -> list[str]:
+    """Every registered id of ``family``, in table order."""
+    if family not in FAMILIES:
+        raise ValueError(f"Unknown env family {family!r}; families: {', '.join(FAMILIES)}.")
+    return [entry.id for entry in ENV_TABLE if entry.family == family]
 
 
 def register_envs() -> None:

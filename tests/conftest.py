@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import prune_gym  # noqa: F401 - registers the ids
-from prune_gym.registry import ENV_TABLE
+from prune_gym.registry import get_entry, ids_of_family
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 requires_shared_data = pytest.mark.skipif(
@@ -65,21 +65,17 @@ _CHEAP_BY_FAMILY = {
 
 def cheap_kwargs(env_id: str, fake_data_dir: Path) -> dict:
     """Kwargs that make ``env_id`` construct, pretrain and step in seconds."""
-    entry = next(e for e in ENV_TABLE if e.id == env_id)
-    kwargs = {**_CHEAP_BY_FAMILY[entry.id.split("-", 1)[0]], "device": "cpu"}
+    entry = get_entry(env_id)
+    kwargs = {**_CHEAP_BY_FAMILY[entry.family], "device": "cpu"}
     if entry.kwargs.get("dataset") != "synthetic":
         kwargs["data_root"] = str(fake_data_dir)
     return kwargs
 
 
-def ids_of(family: str) -> list[str]:
-    return [entry.id for entry in ENV_TABLE if entry.id.startswith(f"{family}-")]
-
-
-RNP_IDS = ids_of("RNP")
-DROPNET_IDS = ids_of("DropNet")
-LAYERPRUNE_IDS = ids_of("LayerPrune")
-ALPHABLEND_IDS = ids_of("AlphaBlend")
+RNP_IDS = ids_of_family("RNP")
+DROPNET_IDS = ids_of_family("DropNet")
+LAYERPRUNE_IDS = ids_of_family("LayerPrune")
+ALPHABLEND_IDS = ids_of_family("AlphaBlend")
 
 
 def play(env, actions, seed):

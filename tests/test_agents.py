@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.dqn import (
+from prune_gym.agents.dqn import (
     DQNConfig,
     DQNTrainer,
     EpisodeReplay,
@@ -20,7 +20,7 @@ from agents.dqn import (
     make_training_env,
     update_target,
 )
-from agents.runs import NotARunError, load_agent_policy, load_hyperparams, read_config, train_run
+from prune_gym.agents.runs import NotARunError, load_agent_policy, load_hyperparams, read_config, train_run
 from prune_gym.cli import main as cli_main
 
 SYNTHETIC = {"pretrain_steps": 2, "device": "cpu"}
@@ -188,7 +188,7 @@ def test_evaluate_on_other_images(tmp_path, fake_data_dir):
                         env_kwargs={"pretrain_steps": 2, "device": "cpu", "data_root": str(fake_data_dir)},
                         hyperparams={"num_envs": 16, "learning_starts": 16, "batch_size": 8})
     other = write_fake_npz(tmp_path / "other.npz", "mnist", test_size=40)
-    from agents.evaluate import evaluate_run
+    from prune_gym.agents.evaluate import evaluate_run
 
     figures = evaluate_run(run_dir, eval_data=str(other))
     assert figures["images"] == 40 and "other.npz" in figures["evaluated_on"]
@@ -250,7 +250,7 @@ def test_sb3_trains_on_the_batched_rnp_env_and_evaluates(tmp_path, algo):
                         hyperparams=hyperparams)
     assert (run_dir / "final_model.zip").exists() and list((run_dir / "tb").iterdir())
     assert "correct" in (run_dir / "metrics.csv").read_text()
-    from agents.evaluate import evaluate_run
+    from prune_gym.agents.evaluate import evaluate_run
 
     figures = evaluate_run(run_dir)
     assert 0.0 <= figures["accuracy"] <= 1.0 and figures["macs_ratio"] >= 1.0
@@ -265,7 +265,7 @@ def test_sb3_box_algorithms_and_resume(tmp_path, algo):
     config["hyperparams"]["n_timesteps"] = 80
     (run_dir / "config.json").write_text(json.dumps(config))
     train_run("", "", out=run_dir, resume=True)
-    from agents.sb3 import SB3_ALGORITHMS
+    from prune_gym.agents.sb3 import SB3_ALGORITHMS
 
     assert SB3_ALGORITHMS[algo].load(run_dir / "final_model.zip").num_timesteps >= 80
 
@@ -276,7 +276,7 @@ def test_hyperparameter_files_name_only_registered_ids(algo):
     import yaml
 
     import prune_gym  # noqa: F401
-    from agents.runs import HYPERPARAMS_DIR
+    from prune_gym.agents.runs import HYPERPARAMS_DIR
 
     table = yaml.safe_load((HYPERPARAMS_DIR / f"{algo}.yml").read_text())
     assert "default" in table

@@ -6,8 +6,8 @@ from conftest import ALPHABLEND_IDS, cheap_kwargs
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from baselines.alphablend import handover_step, nearest_action
-from baselines.registry import get_policy, policies_for
+from prune_gym.baselines.alphablend import handover_step, nearest_action
+from prune_gym.baselines.registry import get_policy, policies_for
 from prune_gym.envs.alphablend import FINISH, HOLD, LARGE, MEDIUM, SMALL
 from prune_gym.models import BACKBONES, GroupedCNN
 from prune_gym.models.blended_cnn import BlendedCNN, BlendLayer, branch_params
@@ -169,7 +169,7 @@ def test_baselines_implement_the_stated_schedules(fake_data_dir):
 
 
 def test_compare_reports_the_unpruned_and_every_schedules_final_network(fake_data_dir, tmp_path):
-    from baselines.compare import compare
+    from prune_gym.baselines.compare import compare
 
     rows = compare(ID, seeds=1, out=tmp_path, env_kwargs=cheap_kwargs(ID, fake_data_dir))
     starts = [row for row in rows if row["cycle"] == 0 and not row["final"]]

@@ -6,8 +6,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from baselines.registry import get_policy, policies_for
-from baselines.rnp import vanilla_macs, vanilla_network, width_factor_for_macs
+from prune_gym.baselines.registry import get_policy, policies_for
+from prune_gym.baselines.rnp import vanilla_macs, vanilla_network, width_factor_for_macs
 from prune_gym.evaluation import evaluate_rnp_policy, params_used, rnp_images
 from prune_gym.models.grouped_cnn import get_backbone_spec
 
@@ -78,8 +78,8 @@ def test_vanilla_network_trains_a_plain_narrow_cnn(fake_data_dir):
 
 
 def test_compare_runs_rnp_policies_and_a_trained_agent_over_the_test_split(tmp_path):
-    from agents.runs import train_run
-    from baselines.compare import compare
+    from prune_gym.agents.runs import train_run
+    from prune_gym.baselines.compare import compare
 
     run_dir = train_run("RNP-Synthetic-v0", "rnp-dqn", timesteps=96, out=tmp_path / "run", env_kwargs=SYNTHETIC,
                         hyperparams={"num_envs": 16, "learning_starts": 16, "batch_size": 8})
@@ -93,7 +93,7 @@ def test_compare_runs_rnp_policies_and_a_trained_agent_over_the_test_split(tmp_p
 
 
 def test_sweep_table_shows_the_vanilla_seed_spread(tmp_path):
-    from baselines.rnp_pareto import write_table
+    from prune_gym.baselines.rnp_pareto import write_table
 
     reference = {"images": 517, "accuracy_full": 0.75, "macs_full": 15e6}
     rows = [{"method": "vanilla-w0.5", "mean_macs": 4e6, "accuracy": 0.7, "accuracy_std": 0.0125},

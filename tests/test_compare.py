@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 from conftest import cheap_kwargs, write_fake_npz
 
-from baselines import registry
-from baselines.compare import COLUMNS, compare, default_runner, select_policies
+from prune_gym.baselines import registry
+from prune_gym.baselines.compare import COLUMNS, compare, default_runner, select_policies
 from prune_gym.cli import main as cli_main
+from prune_gym.policies import ScriptedPolicy
 
 FC = "DropNet-MNIST-FC-v0"
 REQUIRED = ("policy", "seed", "test_accuracy", "macs", "macs_full", "params", "kept_fraction", "wall_s", "cycle")
@@ -52,7 +53,7 @@ def test_cli_lists_the_policies(capsys):
 
 
 def test_final_row_is_the_last_architecture_meeting_kappa(fake_data_dir, tmp_path):
-    from baselines.dropnet import run_dropnet
+    from prune_gym.baselines.dropnet import run_dropnet
 
     kwargs = {**cheap_kwargs(FC, fake_data_dir), "kappa": 1.0, "drop_fraction": 0.5, "max_cycles": 4}
     rows = run_dropnet(FC, registry.get_policy(FC, "min"), 0, kwargs, None)
@@ -90,8 +91,8 @@ def test_a_family_runner_replaces_the_default(fake_data_dir, tmp_path, monkeypat
 
 
 def test_agents_without_the_agents_package_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "agents.runs", None)  # import fails
-    with pytest.raises(SystemExit, match="agents.runs.load_agent_policy"):
+    monkeypatch.setitem(sys.modules, "prune_gym.agents.runs", None)  # import fails
+    with pytest.raises(SystemExit, match="prune_gym.agents.runs.load_agent_policy"):
         compare(FC, policies="min", agent_dirs=[str(tmp_path)], out=tmp_path / "o")
 
 
@@ -100,9 +101,10 @@ def test_agents_are_run_like_scripted_policies(fake_data_dir, tmp_path, monkeypa
 
     def load_agent_policy(run_dir):
         family = "DropNet" if run_dir.endswith("good") else "RNP"
-        return registry.ScriptedPolicy(family, f"agent-{run_dir[-4:]}", "test agent", lambda env: lambda obs, info: 6)
+        return ScriptedPolicy(family, f"agent-{run_dir[-4:]}", "test agent", lambda env: lambda obs, info: 6)
 
-    monkeypatch.setitem(sys.modules, "agents.runs", types.SimpleNamespace(load_agent_policy=load_agent_policy))
+    fake_runs = types.SimpleNamespace(load_agent_policy=load_agent_policy)
+    monkeypatch.setitem(sys.modules, "prune_gym.agents.runs", fake_runs)
     kwargs = {**cheap_kwargs(FC, fake_data_dir), "kappa": 0.0}
     rows = compare(FC, policies="min", agent_dirs=["run-good"], out=tmp_path / "o", env_kwargs=kwargs)
     agent_rows = [row for row in rows if row["policy"] == "agent-good"]

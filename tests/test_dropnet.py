@@ -6,7 +6,7 @@ from conftest import DROPNET_IDS, cheap_kwargs, requires_shared_data
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from baselines.registry import policies_for
+from prune_gym.baselines.registry import policies_for
 from prune_gym.envs.dropnet import OBS_SIZE, RULE_ACTIONS
 from prune_gym.models.masked_net import HiddenLayer, MaskedNet, MaskedNetSpec, get_masked_net_spec
 from prune_gym.pruning.counting import count_kept_params, count_macs, count_params

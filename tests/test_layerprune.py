@@ -7,8 +7,8 @@ from conftest import LAYERPRUNE_IDS, cheap_kwargs, play
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from baselines.layerprune import ALPHA_THRESHOLD, threshold_action
-from baselines.registry import get_policy, policies_for
+from prune_gym.baselines.layerprune import ALPHA_THRESHOLD, threshold_action
+from prune_gym.baselines.registry import get_policy, policies_for
 from prune_gym.models.alpha_cnn import AlphaActivation, AlphaCNN
 from prune_gym.pruning.counting import count_macs, count_params
 
@@ -192,7 +192,7 @@ def test_cross_entropy_objective_is_trained(fake_data_dir):
 
 
 def test_compare_writes_the_family_report(fake_data_dir, tmp_path):
-    from baselines.compare import compare
+    from prune_gym.baselines.compare import compare
 
     kwargs = {key: value for key, value in cheap_kwargs(ID, fake_data_dir).items()}
     rows = compare(ID, seeds=1, out=tmp_path, env_kwargs=kwargs)

@@ -17,10 +17,14 @@ from prune_gym.pruning.runtime import uniform_decision
 
 pytestmark = [requires_shared_data, pytest.mark.slow]
 
+# The exact-pixel subsets: fast, and the thresholds above were measured on them.
+SUBSET = {"RNP-MNIST-v0": str(SHARED_DATA / "mnist-subset.npz"),
+          "RNP-CIFAR10-v0": str(SHARED_DATA / "cifar10-subset.npz")}
+
 
 @pytest.mark.parametrize(("env_id", "steps", "floor"), [("RNP-MNIST-v0", 120, 0.85), ("RNP-CIFAR10-v0", 300, 0.25)])
 def test_short_pretraining_makes_every_width_and_mix_usable(env_id, steps, floor):
-    env = gym.make(env_id, data_root=str(SHARED_DATA), pretrain_steps=steps, split="test", device="cpu")
+    env = gym.make(env_id, data_root=SUBSET[env_id], pretrain_steps=steps, split="test", device="cpu")
     images, labels = env.unwrapped.split_data()
     images, labels = normalize(images, env.unwrapped.dataset), labels.numpy()
     for action in range(4):
@@ -32,7 +36,7 @@ def test_short_pretraining_makes_every_width_and_mix_usable(env_id, steps, floor
 
 
 def test_an_episode_on_real_images_reports_consistent_accounting():
-    env = gym.make("RNP-CIFAR10-v0", data_root=str(SHARED_DATA), pretrain_steps=300, split="test", device="cpu")
+    env = gym.make("RNP-CIFAR10-v0", data_root=SUBSET["RNP-CIFAR10-v0"], pretrain_steps=300, split="test", device="cpu")
     env.reset(seed=0)
     for _ in range(3):
         _, _, terminated, _, info = env.step(1)

@@ -4,22 +4,19 @@ import pytest
 import torch
 from torch import nn
 
-from prune_gym import training
+from prune_gym import pretraining
 from prune_gym.data import synthetic_dataset
 from prune_gym.models import BACKBONES, GroupedCNN
-from prune_gym.training import (
+from prune_gym.pretraining import (
     BackboneRequest,
     PretrainBudget,
-    WeightsCacheWarning,
-    augment_batch,
     cache_key,
-    cache_path,
     pair_covering_configs,
     pretrained_backbone,
     recalibrate_batchnorm,
-    resolve_device,
-    train_loop,
 )
+from prune_gym.training import augment_batch, resolve_device, train_loop
+from prune_gym.weights import WeightsCacheWarning, cache_path
 
 TINY = BackboneRequest("synthetic", budget=PretrainBudget(steps=3, eval_every=3))
 
@@ -27,20 +24,20 @@ TINY = BackboneRequest("synthetic", budget=PretrainBudget(steps=3, eval_every=3)
 @pytest.fixture
 def fresh_process_cache(monkeypatch, tmp_path):
     """Forget in-process backbones and use an empty disk cache, as a new process would."""
-    monkeypatch.setattr(training, "_PRETRAINED", {})
+    monkeypatch.setattr(pretraining, "_PRETRAINED", {})
     monkeypatch.setenv("PRUNE_GYM_CACHE", str(tmp_path))
     return tmp_path
 
 
 def count_pretrain_calls(monkeypatch) -> list:
     calls = []
-    original = training.pretrain_grouped_cnn
+    original = pretraining.pretrain_grouped_cnn
 
     def counted(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(training, "pretrain_grouped_cnn", counted)
+    monkeypatch.setattr(pretraining, "pretrain_grouped_cnn", counted)
     return calls
 
 
@@ -50,7 +47,7 @@ def test_second_process_loads_the_cache_instead_of_training(fresh_process_cache,
     path = cache_path(cache_key(TINY, dataset))
     assert path.is_file() and len(calls) == 1
     assert not list(path.parent.glob("*.tmp"))  # the atomic write left no temporary file
-    monkeypatch.setattr(training, "_PRETRAINED", {})
+    monkeypatch.setattr(pretraining, "_PRETRAINED", {})
     second, metrics_again, _ = pretrained_backbone(TINY, device="cpu")
     assert len(calls) == 1 and metrics_again == metrics
     for a, b in zip(first.state_dict().values(), second.state_dict().values()):
@@ -69,14 +66,14 @@ def test_corrupt_or_mismatched_cache_is_reported_and_retrained(fresh_process_cac
         payload = torch.load(path, weights_only=True)
         payload["key"]["seed"] = 99
         torch.save(payload, path)
-    monkeypatch.setattr(training, "_PRETRAINED", {})
+    monkeypatch.setattr(pretraining, "_PRETRAINED", {})
     calls = count_pretrain_calls(monkeypatch)
     with pytest.warns(WeightsCacheWarning, match=str(path)):
         pretrained_backbone(TINY, device="cpu")
     assert len(calls) == 1
     with warnings.catch_warnings():  # the retrained file is intact again
         warnings.simplefilter("error", WeightsCacheWarning)
-        monkeypatch.setattr(training, "_PRETRAINED", {})
+        monkeypatch.setattr(pretraining, "_PRETRAINED", {})
         pretrained_backbone(TINY, device="cpu")
 
 
@@ -154,7 +151,7 @@ def test_prefix_batchnorms_start_from_the_full_width_slice():
             for norm in norms:
                 for tensor in (norm.weight, norm.bias, norm.running_mean, norm.running_var):
                     tensor.uniform_(0.5, 1.5)
-    training.start_prefixes_from_full_width(model)
+    pretraining.start_prefixes_from_full_width(model)
     for layer, norms in enumerate(model.norms):
         full = norms[model.norm_index(layer, 4 if layer >= 2 else 1, 4)]
         assert full.num_features == BACKBONES["cnn4"].widths[layer]
@@ -167,10 +164,10 @@ def test_prefix_batchnorms_start_from_the_full_width_slice():
 def test_full_width_phase_trains_only_the_full_network_first(monkeypatch):
     """With a full-width phase, the first steps never run a narrow configuration."""
     seen = []
-    original = training.sandwich_step
-    monkeypatch.setattr(training, "sandwich_step", lambda *args: seen.append("sandwich") or original(*args))
+    original = pretraining.sandwich_step
+    monkeypatch.setattr(pretraining, "sandwich_step", lambda *args: seen.append("sandwich") or original(*args))
     dataset = synthetic_dataset()
     model = GroupedCNN(BACKBONES["cnn4"], dataset.image_shape[0], dataset.num_classes, k=4)
-    metrics = training.pretrain_grouped_cnn(model, dataset, PretrainBudget(steps=4, eval_every=2), 0,
+    metrics = pretraining.pretrain_grouped_cnn(model, dataset, PretrainBudget(steps=4, eval_every=2), 0,
                                             torch.device("cpu"))
     assert seen == ["sandwich"] * 2 and metrics["best_step"] in (3, 4)

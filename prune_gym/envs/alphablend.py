@@ -25,7 +25,8 @@ from prune_gym.envs.base import (
     train_iterations,
 )
 from prune_gym.models.blended_cnn import BlendedCNN
-from prune_gym.training import BackboneRequest, PretrainBudget, pretrained_backbone, resolve_device
+from prune_gym.pretraining import BackboneRequest, PretrainBudget, pretrained_backbone
+from prune_gym.training import resolve_device
 
 TASKS = ("classification", "regression")
 HOLD, SMALL, MEDIUM, LARGE, FINISH = range(5)

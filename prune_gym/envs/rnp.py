@@ -24,16 +24,9 @@ from gymnasium.vector.utils import batch_space
 
 from prune_gym.data import SPLITS, ImageDataset, normalize
 from prune_gym.models.grouped_cnn import BackboneSpec, GroupedCNN, get_backbone_spec
+from prune_gym.pretraining import BackboneRequest, PretrainBudget, pretrained_backbone
 from prune_gym.pruning.runtime import DecisionFunction, RuntimePrunedNet, observation_size
-from prune_gym.training import (
-    BackboneRequest,
-    PretrainBudget,
-    augment_batch,
-    evaluate_classifier,
-    pretrained_backbone,
-    resolve_device,
-    train_loop,
-)
+from prune_gym.training import augment_batch, evaluate_classifier, resolve_device, train_loop
 
 REWARD_MODES = ("rnp", "macs")
 

@@ -21,8 +21,6 @@ import copy
 import torch
 from torch import nn
 
-from prune_gym.pruning.counting import count_params
-
 
 def make_branch(in_channels: int, out_channels: int, rank: int) -> nn.Sequential:
     """``conv3×3(in→rank) → conv1×1(rank→out) → BN(out)``, conv weights He-initialised."""
@@ -62,9 +60,15 @@ def _conv_norm_pairs(network: nn.Sequential) -> list[int]:
             if isinstance(modules[index], nn.Conv2d) and isinstance(modules[index + 1], nn.BatchNorm2d)]
 
 
+def count_params(module: nn.Module) -> int:
+    """Every parameter of ``module`` (the budget ``keep_params`` is a fraction of; the project's
+    accounting counter lives in :mod:`prune_gym.pruning.counting`, above models in the layering)."""
+    return sum(parameter.numel() for parameter in module.parameters())
+
+
 def choose_ranks(network: nn.Sequential, keep_params: float) -> list[int]:
     """Branch ranks ``max(1, round(s · C_out))`` with the one scale ``s`` that brings the handed-over
-    network's parameter count closest to ``keep_params`` × the original's (counted by the counter)."""
+    network's parameter count closest to ``keep_params`` × the original's (:func:`count_params`)."""
     modules = list(network)
     pairs = _conv_norm_pairs(network)
     original_total = count_params(network)
