@@ -14,16 +14,23 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 
 from prune_gym.data import DATASETS, ImageDataset, normalize
-from prune_gym.envs.base import load_split_data
+from prune_gym.envs.base import (
+    Accounting,
+    PruningEnv,
+    check_choice,
+    load_split_data,
+    make_settings,
+    set_integer,
+    set_real,
+)
 from prune_gym.models.masked_net import MaskedNet, get_masked_net_spec
-from prune_gym.pruning.counting import count_kept_params, count_macs
+from prune_gym.pruning.counting import count_macs, count_params
 from prune_gym.pruning.importance import mean_abs_activation
 from prune_gym.pruning.masks import DROP_RULES, can_drop, drop_in_layer, select_drop
 from prune_gym.training import evaluate_classifier, resolve_device, train_loop
@@ -44,49 +51,43 @@ OBS_CLIP = 10.0
 
 @dataclass(frozen=True)
 class DropNetSettings:
-    """Validated constructor arguments of :class:`DropNetEnv` (see its Arguments section)."""
+    """The DropNet family's arguments (see :class:`DropNetEnv`'s Arguments), defaulted and
+    validated in one place."""
 
-    dataset: str
-    network: str
-    action_mode: str
-    drop_fraction: float
-    kappa: float
-    mac_weight: float
-    ce_weight: float
-    max_epochs: int
-    patience: int
-    batch_size: int
-    lr: float
-    min_units: int
-    max_cycles: int
-    data_root: str | None
-    eval_data: str | None
-    val_fraction: float
-    device: str
+    dataset: str = "mnist"
+    network: str = "conv64-conv32"
+    action_mode: str = "rule"
+    drop_fraction: float = 0.2
+    kappa: float = 0.98
+    mac_weight: float = 1.0
+    ce_weight: float = 1.0
+    max_epochs: int = 8
+    patience: int = 2
+    batch_size: int = 32
+    lr: float = 1e-3
+    min_units: int = 1
+    max_cycles: int = 30
+    data_root: str | None = None
+    eval_data: str | None = None
+    val_fraction: float = 0.1
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         spec = get_masked_net_spec(self.network)
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}.")
-        if self.action_mode not in ACTION_MODES:
-            raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {self.action_mode!r}.")
+        check_choice("dataset", self.dataset, DATASETS)
+        check_choice("action_mode", self.action_mode, ACTION_MODES)
         if len(spec.layers) > MAX_LAYERS:
             raise ValueError(f"network {self.network!r} has {len(spec.layers)} layers; observations hold {MAX_LAYERS}.")
-        checks = {
-            "drop_fraction": (0.0 < self.drop_fraction <= 1.0, "a fraction in (0, 1], e.g. 0.2"),
-            "kappa": (0.0 <= self.kappa <= 1.0, "a fraction in [0, 1], e.g. 0.98"),
-            "max_epochs": (isinstance(self.max_epochs, int) and self.max_epochs >= 1, "an integer ≥ 1"),
-            "patience": (isinstance(self.patience, int) and self.patience >= 1, "an integer ≥ 1"),
-            "batch_size": (isinstance(self.batch_size, int) and self.batch_size >= 1, "an integer ≥ 1"),
-            "lr": (self.lr > 0, "a positive learning rate"),
-            "min_units": (isinstance(self.min_units, int) and 1 <= self.min_units <= min(
-                layer.units for layer in spec.layers), "an integer between 1 and the narrowest layer's units"),
-            "max_cycles": (isinstance(self.max_cycles, int) and self.max_cycles >= 1, "an integer ≥ 1"),
-            "val_fraction": (0.0 < self.val_fraction < 1.0, "a fraction strictly between 0 and 1"),
-        }
-        for name, (valid, expected) in checks.items():
-            if not valid:
-                raise ValueError(f"{name}={getattr(self, name)!r} is invalid: expected {expected}.")
+        set_real(self, "drop_fraction", lambda p: 0.0 < p <= 1.0, "a fraction in (0, 1], e.g. 0.2")
+        set_real(self, "kappa", lambda k: 0.0 <= k <= 1.0, "a fraction in [0, 1], e.g. 0.98")
+        # A negative weight inverts the task (rewards adding MACs or a worse network): refused.
+        set_real(self, "mac_weight", lambda w: w >= 0.0, "≥ 0 (the weight of the MACs removed)")
+        set_real(self, "ce_weight", lambda w: w >= 0.0, "≥ 0 (the weight of the cross-entropy cost)")
+        for name in ("max_epochs", "patience", "batch_size", "max_cycles"):
+            set_integer(self, name, minimum=1)
+        set_real(self, "lr", lambda lr: lr > 0.0, "a positive learning rate")
+        set_integer(self, "min_units", minimum=1, maximum=min(layer.units for layer in spec.layers))
+        set_real(self, "val_fraction", lambda f: 0.0 < f < 1.0, "a fraction strictly between 0 and 1")
 
     @property
     def num_layers(self) -> int:
@@ -139,7 +140,7 @@ class _DropNetCore:
         self.model = self.build(seed=0)
         shape = self.dataset.image_shape
         self.macs_full = count_macs(self.model, shape)
-        self.params_full = count_kept_params(self.model, shape)
+        self.params_full = count_params(self.model, shape)
         self.ready = True
 
     def build(self, seed: int) -> MaskedNet:
@@ -151,7 +152,7 @@ class _DropNetCore:
         return count_macs(self.model, self.dataset.image_shape, self._kept_units(keep))
 
     def params(self, keep: list[np.ndarray]) -> int:
-        return count_kept_params(self.model, self.dataset.image_shape, self._kept_units(keep))
+        return count_params(self.model, self.dataset.image_shape, self._kept_units(keep))
 
     def _kept_units(self, keep: list[np.ndarray]) -> dict[str, int]:
         return {name: int(mask.sum()) for name, mask in zip(self.model.layer_names, keep)}
@@ -217,7 +218,7 @@ class _DropNetCore:
         return TrainedNetwork(state, val["accuracy"], val["cross_entropy"], test["accuracy"], scores, epochs)
 
 
-class DropNetEnv(gym.Env):
+class DropNetEnv(PruningEnv):
     """DropNet: each step drops a fraction of a network's remaining nodes/filters, rewinds the
     survivors to their initial weights θ0 and retrains them with early stopping.
 
@@ -239,8 +240,8 @@ class DropNetEnv(gym.Env):
     ``action_mode="layer"``: ``Discrete(L + 1)`` for ``L`` hidden layers: action ``l < L`` drops
     ``round(drop_fraction · remaining)`` units of layer ``l`` with the lowest metric; ``L`` stops.
     No rule empties a layer: ``min_units`` stay. A drop that can remove nothing (``layer`` mode,
-    a layer already at ``min_units``) changes nothing and costs no training; ``info["action_mask"]``
-    flags the actions that would.
+    a layer already at ``min_units``) changes nothing and costs no training; :meth:`action_masks`
+    marks the actions that can remove something (and ``stop``).
 
     ## Observation Space
     ``Box(0, 10, (44,), float32)``: for each of up to 8 hidden layers (zeros past the last) the
@@ -261,17 +262,20 @@ class DropNetEnv(gym.Env):
     the process, so resetting with the same seed again costs no training.
 
     ## Episode End
-    Terminates after ``stop``, when the validation accuracy falls below ``kappa`` times the
-    unpruned network's (``info["kappa_violated"]``; ``kappa=0`` never ends an episode), or when
-    no layer has more than ``min_units`` units. Truncates after ``max_cycles`` steps.
+    Terminates (the task's end) after ``stop``, when the validation accuracy falls below ``kappa``
+    times the unpruned network's (``info["kappa_violated"]``; ``kappa=0`` never ends an episode),
+    or when no layer has more than ``min_units`` units. Truncates (the budget's end) after
+    ``max_cycles`` steps.
 
     ## Info
-    Every ``info`` (reset and step): ``macs`` and ``macs_full`` (MACs per image, from the
-    project's counter), ``params`` and ``params_full``, ``val_accuracy``, ``val_loss`` (mean
-    cross-entropy, nats), ``test_accuracy`` (test split, or the images of ``eval_data``),
-    ``val_accuracy_full`` (the unpruned network's), ``cycle``, ``units_kept`` and ``units_full``
-    (per layer), ``kept_fraction`` (of all hidden units), ``kappa_violated``, ``epochs`` (epochs to
-    the best checkpoint of this step's training), ``action_mask`` and, after a step, ``action_name``.
+    Every ``info`` (reset and step) carries the contract's accounting
+    (:data:`~prune_gym.envs.base.ACCOUNTING_KEYS`): ``macs`` and ``macs_full`` (MACs per image),
+    ``params`` and ``params_full`` (conv/linear weights and biases of the kept units),
+    ``cross_entropy`` (mean validation cross-entropy, nats), ``val_accuracy``, ``test_accuracy``
+    (test split, or the images of ``eval_data``) and ``cycle`` (drop steps taken); then
+    ``val_accuracy_full`` (the unpruned network's), ``units_kept`` and ``units_full`` (per layer),
+    ``units_kept_fraction`` (of all hidden units), ``kappa_violated``, ``epochs`` (epochs to the
+    best checkpoint of this step's training) and, after a step, ``action_name``.
 
     ## Arguments
     - ``dataset``: ``"mnist"``, ``"cifar10"``, ``"cifar100"`` (or ``"synthetic"``, tests only).
@@ -290,42 +294,18 @@ class DropNetEnv(gym.Env):
       ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
 
     ## Version History
-    - v0: initial release.
+    - v0: initial release. (0.2: ``info["val_loss"]`` is ``cross_entropy``, ``kept_fraction`` is
+      ``units_kept_fraction``; ``info["action_mask"]`` gave way to :meth:`action_masks`; negative
+      reward weights are refused.)
     """
 
-    metadata = {"render_modes": []}
-
-    def __init__(
-        self,
-        dataset: str = "mnist",
-        network: str = "conv64-conv32",
-        action_mode: str = "rule",
-        drop_fraction: float = 0.2,
-        kappa: float = 0.98,
-        mac_weight: float = 1.0,
-        ce_weight: float = 1.0,
-        max_epochs: int = 8,
-        patience: int = 2,
-        batch_size: int = 32,
-        lr: float = 1e-3,
-        min_units: int = 1,
-        max_cycles: int = 30,
-        data_root: str | None = None,
-        eval_data: str | None = None,
-        val_fraction: float = 0.1,
-        device: str = "auto",
-    ):
-        self.settings = DropNetSettings(
-            dataset=dataset, network=network, action_mode=action_mode, drop_fraction=drop_fraction, kappa=kappa,
-            mac_weight=mac_weight, ce_weight=ce_weight, max_epochs=max_epochs, patience=patience,
-            batch_size=batch_size, lr=lr, min_units=min_units, max_cycles=max_cycles, data_root=data_root,
-            eval_data=eval_data, val_fraction=val_fraction, device=device)
+    def __init__(self, **kwargs: Any):
+        self.settings = make_settings(DropNetSettings, kwargs, "DropNet")
         layers = self.settings.num_layers
-        self.action_space = spaces.Discrete(len(RULE_ACTIONS) if action_mode == "rule" else layers + 1)
+        self.action_space = spaces.Discrete(len(RULE_ACTIONS) if self.settings.action_mode == "rule" else layers + 1)
         self.observation_space = spaces.Box(0.0, OBS_CLIP, (OBS_SIZE,), np.float32)
         self._core = _DropNetCore(self.settings)
         self._keep: list[np.ndarray] | None = None
-        self._done = True
 
     # -- accessors ------------------------------------------------------------------------------
 
@@ -374,12 +354,11 @@ class DropNetEnv(gym.Env):
             raise ValueError(f"keep must hold one mask per layer with {[len(m) for m in self._keep]} units.")
         trained = self._train(keep)
         self._core.model.load_state_dict(self._trained.state)  # the env's own network stays current
-        return self._accounting(keep, trained)
+        return {**self._accounting_of(keep, trained).as_info(), **self._family_info(keep, trained)}
 
-    # -- Gymnasium API --------------------------------------------------------------------------
+    # -- the contract's hooks -----------------------------------------------------------------
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
+    def _begin(self, options: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
         self._init_seed = int(self.np_random.integers(2**31 - 1))
         self._theta0, self._full = self._core.initial(self._init_seed)
         self._keep = [np.ones(layer.units, dtype=bool) for layer in self._core.model.spec.layers]
@@ -387,24 +366,15 @@ class DropNetEnv(gym.Env):
         self._trained = self._full
         self._core.model.load_state_dict(self._full.state)
         self._cycle = 0
-        self._done = False
         self._macs = self._core.macs_full
-        info = self._info()
-        return self._observation(), info
+        return self._observation(), self._family_info(self._keep, self._trained)
 
-    def step(self, action):
-        if self._done:
-            raise RuntimeError("The episode is over (or never started): call reset() before step().")
-        if not self.action_space.contains(action):
-            raise ValueError(
-                f"Invalid action {action!r}: expected an integer in 0..{self.action_space.n - 1} "
-                f"({', '.join(f'{i} {name}' for i, name in enumerate(self.action_names))}).")
-        name = self.action_names[int(action)]
+    def _advance(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        name = self.action_names[action]
         if name == "stop":
-            info = {**self._info(), "action_name": name}
-            self._done = True
-            return self._observation_of(info), 0.0, True, False, info
-        new_keep = self._drop(int(action))
+            return self._observation(), 0.0, True, False, {**self._family_info(self._keep, self._trained),
+                                                            "action_name": name}
+        new_keep = self._drop(action)
         self._cycle += 1
         reward = 0.0
         if any((old != new).any() for old, new in zip(self._keep, new_keep)):
@@ -415,11 +385,15 @@ class DropNetEnv(gym.Env):
             settings = self.settings
             reward = float(settings.mac_weight * (previous_macs - self._macs) / self._core.macs_full
                            - settings.ce_weight * (self._trained.val_loss - previous_loss))
-        info = {**self._info(), "action_name": name}
+        info = {**self._family_info(self._keep, self._trained), "action_name": name}
         terminated = bool(info["kappa_violated"] or not any(can_drop(self._keep, self.settings.min_units)))
         truncated = bool(not terminated and self._cycle >= self.settings.max_cycles)
-        self._done = terminated or truncated
-        return self._observation_of(info), reward, terminated, truncated, info
+        return self._observation(), reward, terminated, truncated, info
+
+    def accounting(self) -> Accounting:
+        if self._keep is None:
+            raise RuntimeError("call reset() first.")
+        return self._accounting_of(self._keep, self._trained)
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -443,35 +417,30 @@ class DropNetEnv(gym.Env):
                                      settings.min_units)
         return keep
 
-    def _action_mask(self) -> np.ndarray:
+    def action_masks(self) -> np.ndarray:
+        """Actions that can remove a unit now, and ``stop`` (bool, one per action)."""
+        if self._keep is None:
+            return np.ones(self.action_space.n, dtype=bool)
         droppable = can_drop(self._keep, self.settings.min_units)
         if self.settings.action_mode == "rule":
-            return np.array([any(droppable)] * len(DROP_RULES) + [True], dtype=np.int8)
-        return np.array([*droppable, True], dtype=np.int8)
+            return np.array([any(droppable)] * len(DROP_RULES) + [True], dtype=bool)
+        return np.array([*droppable, True], dtype=bool)
 
-    def _accounting(self, keep: list[np.ndarray], trained: TrainedNetwork) -> dict[str, Any]:
+    def _accounting_of(self, keep: list[np.ndarray], trained: TrainedNetwork) -> Accounting:
         core = self._core
+        return Accounting(macs=core.macs(keep), macs_full=core.macs_full, params=core.params(keep),
+                          params_full=core.params_full, cycle=self._cycle, cross_entropy=trained.val_loss,
+                          val_accuracy=trained.val_accuracy, test_accuracy=trained.test_accuracy)
+
+    def _family_info(self, keep: list[np.ndarray], trained: TrainedNetwork) -> dict[str, Any]:
         units_kept = [int(mask.sum()) for mask in keep]
         units_full = [len(mask) for mask in keep]
-        return {
-            "macs": core.macs(keep), "macs_full": core.macs_full,
-            "params": core.params(keep), "params_full": core.params_full,
-            "val_accuracy": trained.val_accuracy, "val_loss": trained.val_loss,
-            "test_accuracy": trained.test_accuracy, "val_accuracy_full": self._full.val_accuracy,
-            "units_kept": units_kept, "units_full": units_full,
-            "kept_fraction": sum(units_kept) / sum(units_full),
-            "kappa_violated": not self.meets_kappa(trained.val_accuracy),
-            "epochs": trained.epochs,
-        }
-
-    def _info(self) -> dict[str, Any]:
-        return {**self._accounting(self._keep, self._trained), "cycle": self._cycle,
-                "action_mask": self._action_mask()}
+        return {"val_accuracy_full": self._full.val_accuracy, "units_kept": units_kept, "units_full": units_full,
+                "units_kept_fraction": sum(units_kept) / sum(units_full),
+                "kappa_violated": not self.meets_kappa(trained.val_accuracy), "epochs": trained.epochs}
 
     def _observation(self) -> np.ndarray:
-        return self._observation_of(self._info())
-
-    def _observation_of(self, info: dict[str, Any]) -> np.ndarray:
+        figures = self.accounting()
         observation = np.zeros(OBS_SIZE, dtype=np.float64)
         full_scores = self._full.scores
         for layer, (mask, scores) in enumerate(zip(self._keep, self._trained.scores)):
@@ -483,9 +452,9 @@ class DropNetEnv(gym.Env):
                 [kept.mean(), kept.std(), kept.min(), kept.max()]) / scale
         full = self._full
         observation[-GLOBAL_FEATURES:] = [
-            info["val_accuracy"] / max(full.val_accuracy, 1e-12),
-            info["val_loss"] / max(full.val_loss, 1e-12),
-            info["macs"] / info["macs_full"],
+            figures.val_accuracy / max(full.val_accuracy, 1e-12),
+            figures.cross_entropy / max(full.val_loss, 1e-12),
+            figures.macs / figures.macs_full,
             self._cycle / self.settings.max_cycles,
         ]
         return np.clip(observation, 0.0, OBS_CLIP).astype(np.float32)

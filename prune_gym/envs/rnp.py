@@ -8,12 +8,10 @@ vector env runs at most ``k`` sliced convolutions per layer step for the whole b
 from __future__ import annotations
 
 import copy
-import inspect
 import weakref
 from dataclasses import dataclass
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -22,7 +20,17 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from prune_gym.data import SPLITS, ImageDataset, normalize
+from prune_gym.data import DATASETS, SPLITS, ImageDataset, normalize
+from prune_gym.envs.base import (
+    ACCOUNTING_KEYS,
+    Accounting,
+    PruningEnv,
+    check_actions,
+    check_choice,
+    make_settings,
+    set_integer,
+    set_real,
+)
 from prune_gym.models.grouped_cnn import BackboneSpec, GroupedCNN, get_backbone_spec
 from prune_gym.pretraining import BackboneRequest, PretrainBudget, pretrained_backbone
 from prune_gym.pruning.runtime import DecisionFunction, RuntimePrunedNet, observation_size
@@ -38,37 +46,43 @@ DEFAULT_MAC_WEIGHT = 1.0
 
 @dataclass(frozen=True)
 class RNPSettings:
-    """Validated constructor arguments shared by the single and the vector environment."""
+    """The RNP family's arguments (see :class:`RNPEnv`'s Arguments), defaulted and validated in one
+    place and read by the single and the vector environment alike."""
 
-    dataset: str
-    backbone: str
-    k: int
-    dropout: float
-    split: str
-    reward_mode: str
-    group_penalty: float
-    ce_weight: float
-    mac_weight: float
-    data_root: str | None
-    pretrain_steps: int
-    backbone_seed: int
-    val_fraction: float
-    device: str
+    dataset: str = "cifar10"
+    backbone: str = "cnn4"
+    k: int = 4
+    dropout: float = 0.0
+    split: str = "train"
+    reward_mode: str = "rnp"
+    group_penalty: float = DEFAULT_GROUP_PENALTY
+    ce_weight: float = DEFAULT_CE_WEIGHT
+    mac_weight: float = DEFAULT_MAC_WEIGHT
+    data_root: str | None = None
+    pretrain_steps: int = PretrainBudget.steps
+    backbone_seed: int = 0
+    val_fraction: float = 0.1
+    device: str = "auto"
 
     def __post_init__(self) -> None:
+        check_choice("dataset", self.dataset, DATASETS)
         spec = get_backbone_spec(self.backbone)
-        if self.split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}.")
-        if self.reward_mode not in REWARD_MODES:
-            raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {self.reward_mode!r}.")
+        check_choice("split", self.split, SPLITS)
+        check_choice("reward_mode", self.reward_mode, REWARD_MODES)
+        set_integer(self, "k", minimum=1)
         narrowest = min(spec.widths)
-        if not isinstance(self.k, int) or not 1 <= self.k <= narrowest:
-            raise ValueError(
-                f"k={self.k!r} channel groups do not fit backbone {self.backbone!r}, whose narrowest layer has "
-                f"{narrowest} channels: choose an integer k in 1..{narrowest}."
-            )
-        if self.pretrain_steps < 1:
-            raise ValueError(f"pretrain_steps must be ≥ 1, got {self.pretrain_steps}.")
+        if self.k > narrowest:
+            raise ValueError(f"k={self.k} channel groups do not fit backbone {self.backbone!r}, whose narrowest layer "
+                             f"has {narrowest} channels: choose k in 1..{narrowest}.")
+        set_real(self, "dropout", lambda p: 0.0 <= p < 1.0, "a probability in [0, 1)")
+        # A positive group penalty or a negative weight inverts the task (rewards computing more,
+        # or a worse prediction): refused rather than silently optimised.
+        set_real(self, "group_penalty", lambda p: p <= 0.0, "≤ 0 (the reward per extra channel group is a cost)")
+        set_real(self, "ce_weight", lambda w: w >= 0.0, "≥ 0 (the weight of the cross-entropy cost)")
+        set_real(self, "mac_weight", lambda w: w >= 0.0, "≥ 0 (the weight of the MAC cost)")
+        set_integer(self, "pretrain_steps", minimum=1)
+        set_integer(self, "backbone_seed", minimum=0)
+        set_real(self, "val_fraction", lambda f: 0.0 < f < 1.0, "a fraction strictly between 0 and 1")
 
     @property
     def spec(self) -> BackboneSpec:
@@ -152,6 +166,14 @@ class _RNPCore:
         params = np.full_like(macs, self.runtime.costs[0].params())
         return _EpisodeBatch(image_indices, self.labels[rows], activations, widths, macs, params)
 
+    def accounting(self, batch: _EpisodeBatch) -> dict[str, np.ndarray]:
+        """Per image, the contract's figures so far (:data:`~prune_gym.envs.base.ACCOUNTING_KEYS`
+        without those an unfinished episode does not define)."""
+        count = len(batch.image_indices)
+        return {"macs": batch.macs, "macs_full": np.full(count, self.runtime.macs_full, dtype=np.int64),
+                "params": batch.params, "params_full": np.full(count, self.params_full, dtype=np.int64),
+                "cycle": np.full(count, batch.decision, dtype=np.int64)}
+
     def observe(self, batch: _EpisodeBatch) -> np.ndarray:
         decision = batch.decision if batch.decision < self.runtime.num_decisions else None
         return self.runtime.observation(batch.activations, decision, batch.macs)
@@ -177,12 +199,8 @@ class _RNPCore:
             return rewards, None
         cross_entropy = F.cross_entropy(logits.float(), batch.labels, reduction="none").double().cpu().numpy()
         rewards = rewards + final_rewards(settings, cross_entropy)
-        count = len(actions)
         outcome = {
-            "macs": batch.macs,
-            "macs_full": np.full(count, runtime.macs_full, dtype=np.int64),
-            "params": batch.params,
-            "params_full": np.full(count, self.params_full, dtype=np.int64),
+            **self.accounting(batch),
             "cross_entropy": cross_entropy,
             "correct": (logits.argmax(1) == batch.labels).cpu().numpy(),
             "label": batch.labels.cpu().numpy(),
@@ -236,16 +254,6 @@ class _RNPCore:
         return {**result.history[-1], "wall_s": result.wall_s}
 
 
-def _env_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """``kwargs`` completed with :class:`RNPEnv`'s defaults; unknown names are a clear error."""
-    parameters = dict(inspect.signature(RNPEnv.__init__).parameters)
-    parameters.pop("self")
-    unknown = set(kwargs) - set(parameters)
-    if unknown:
-        raise TypeError(f"Unknown RNP arguments {sorted(unknown)}; valid arguments: {sorted(parameters)}.")
-    return {name: kwargs.get(name, parameter.default) for name, parameter in parameters.items()}
-
-
 class _RNPAccess:
     """What both RNP envs expose besides the Gymnasium API (loads the backbone on first use)."""
 
@@ -297,7 +305,7 @@ class _RNPAccess:
         self._core.runtime.refresh()
 
 
-class RNPEnv(_RNPAccess, gym.Env):
+class RNPEnv(_RNPAccess, PruningEnv):
     """Runtime Neural Pruning: per image, per conv layer, keep the first ``a+1`` of ``k`` channel groups.
 
     ## Description
@@ -333,10 +341,17 @@ class RNPEnv(_RNPAccess, gym.Env):
     after the full-width first conv layer.
 
     ## Episode End
-    Terminates after the decision for the last conv layer (``D`` steps); never truncates.
-    The final ``info`` carries ``macs`` and ``macs_full`` (MACs per image), ``params`` and
-    ``params_full`` (conv/linear weights used), ``cross_entropy`` (nats), ``correct`` (bool),
-    ``label`` and ``image_index``. Every step's ``info`` carries ``macs`` used so far.
+    Terminates after the decision for the last conv layer (``D`` steps: the task's end); never
+    truncates (there is no budget).
+
+    ## Info
+    Every ``info`` (reset and step) carries the contract's accounting
+    (:data:`~prune_gym.envs.base.ACCOUNTING_KEYS`): ``macs`` and ``params`` used so far by this
+    image (MACs per image; conv/linear weights and biases it touched), ``macs_full`` and
+    ``params_full`` of the full network, ``cycle`` (decisions taken); ``cross_entropy`` (nats) is
+    set at the last step and ``None`` before; ``val_accuracy`` and ``test_accuracy`` are ``None``
+    (one image has no accuracy). The last step adds ``correct`` (bool), ``label`` and
+    ``image_index``. :meth:`action_masks` is all true (every group count is always valid).
 
     ## Arguments
     - ``dataset``: ``"cifar10"``, ``"cifar100"``, ``"mnist"`` or ``"synthetic"`` (tests only).
@@ -349,63 +364,49 @@ class RNPEnv(_RNPAccess, gym.Env):
       its cache key); ``device``: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
 
     ## Version History
-    - v0: initial release.
+    - v0: initial release. (0.2: every ``info`` carries the accounting, the reset's included; the
+      arguments are :class:`RNPSettings`, which refuses a positive ``group_penalty`` and negative
+      weights.)
     """
 
-    metadata = {"render_modes": []}
-
-    def __init__(
-        self,
-        dataset: str = "cifar10",
-        backbone: str = "cnn4",
-        k: int = 4,
-        dropout: float = 0.0,
-        split: str = "train",
-        reward_mode: str = "rnp",
-        group_penalty: float = DEFAULT_GROUP_PENALTY,
-        ce_weight: float = DEFAULT_CE_WEIGHT,
-        mac_weight: float = DEFAULT_MAC_WEIGHT,
-        data_root: str | None = None,
-        pretrain_steps: int = PretrainBudget.steps,
-        backbone_seed: int = 0,
-        val_fraction: float = 0.1,
-        device: str = "auto",
-    ):
-        self.settings = RNPSettings(
-            dataset=dataset, backbone=backbone, k=k, dropout=dropout, split=split, reward_mode=reward_mode,
-            group_penalty=group_penalty, ce_weight=ce_weight, mac_weight=mac_weight, data_root=data_root,
-            pretrain_steps=pretrain_steps, backbone_seed=backbone_seed, val_fraction=val_fraction, device=device)
-        self.action_space = spaces.Discrete(k)
+    def __init__(self, **kwargs: Any):
+        self.settings = make_settings(RNPSettings, kwargs, "RNP")
+        self.action_space = spaces.Discrete(self.settings.k)
         self.observation_space = observation_space_for(self.settings)
         self._core = _RNPCore(self.settings)
         self._episode: _EpisodeBatch | None = None
+        self._outcome: dict[str, Any] = {}
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
+    @property
+    def action_names(self) -> tuple[str, ...]:
+        k = self.settings.k
+        return tuple(f"compute {groups} of {k} channel groups" for groups in range(1, k + 1))
+
+    def _begin(self, options: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
         self._core.load()
-        index = (options or {}).get("image_index")
+        index = options.get("image_index")
         if index is None:
             index = int(self.np_random.integers(self._core.num_images))
         elif not 0 <= int(index) < self._core.num_images:
             raise ValueError(f"image_index {index} is outside the {self._core.num_images} images of this split.")
         self._episode = self._core.begin(np.array([int(index)], dtype=np.int64))
+        self._outcome = {}
         return self._core.observe(self._episode)[0], {}
 
-    def step(self, action):
-        if self._episode is None:
-            raise RuntimeError("The episode is over (or never started): call reset() before step().")
-        if not self.action_space.contains(action):
-            raise ValueError(
-                f"Invalid action {action!r}: expected an integer in 0..{self.settings.k - 1} "
-                f"(compute action+1 of {self.settings.k} channel groups).")
-        episode = self._episode
-        rewards, outcome = self._core.advance(episode, np.array([int(action)], dtype=np.int64))
-        obs = self._core.observe(episode)[0]
+    def _advance(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        assert self._episode is not None
+        rewards, outcome = self._core.advance(self._episode, np.array([action], dtype=np.int64))
+        observation = self._core.observe(self._episode)[0]
         if outcome is None:
-            return obs, float(rewards[0]), False, False, {"macs": int(episode.macs[0])}
-        self._episode = None
-        info = {key: value[0].item() for key, value in outcome.items()}
-        return obs, float(rewards[0]), True, False, info
+            return observation, float(rewards[0]), False, False, {}
+        self._outcome = {key: value[0].item() for key, value in outcome.items()}
+        extra = {key: value for key, value in self._outcome.items() if key not in ACCOUNTING_KEYS}
+        return observation, float(rewards[0]), True, False, extra
+
+    def accounting(self) -> Accounting:
+        assert self._episode is not None, "call reset() first"
+        figures = {key: int(value[0]) for key, value in self._core.accounting(self._episode).items()}
+        return Accounting(**figures, cross_entropy=self._outcome.get("cross_entropy"))
 
 
 class RNPVectorEnv(_RNPAccess, VectorEnv):
@@ -423,7 +424,7 @@ class RNPVectorEnv(_RNPAccess, VectorEnv):
     def __init__(self, num_envs: int = 256, **kwargs: Any):
         if num_envs < 1:
             raise ValueError(f"num_envs must be ≥ 1, got {num_envs}.")
-        self.settings = RNPSettings(**_env_arguments(kwargs))
+        self.settings = make_settings(RNPSettings, kwargs, "RNP")
         self.num_envs = num_envs
         self.single_action_space = spaces.Discrete(self.settings.k)
         self.single_observation_space = observation_space_for(self.settings)
@@ -449,26 +450,33 @@ class RNPVectorEnv(_RNPAccess, VectorEnv):
         elif self._generators is None:
             self._generators = [seeding.np_random()[0] for _ in range(self.num_envs)]
         self._episode = self._core.begin(self._draw_images())
-        return self._core.observe(self._episode), {}
+        return self._core.observe(self._episode), self._infos(self._core.accounting(self._episode))
 
     def step(self, actions):
         if self._episode is None:
             raise RuntimeError("call reset() before step().")
-        actions = np.asarray(actions)
-        if actions.shape != (self.num_envs,) or not self.action_space.contains(actions.astype(np.int64)):
-            raise ValueError(f"Invalid actions: expected {self.num_envs} integers in 0..{self.settings.k - 1}, "
-                             f"got shape {actions.shape} with values {np.unique(actions)[:8]}.")
+        actions = check_actions(actions, self.single_action_space, self.num_envs)
         episode = self._episode
-        rewards, outcome = self._core.advance(episode, actions.astype(np.int64))
+        rewards, outcome = self._core.advance(episode, actions)
         obs = self._core.observe(episode)
         every = np.ones(self.num_envs, dtype=bool)
         if outcome is None:
             return (obs, rewards, np.zeros(self.num_envs, bool), np.zeros(self.num_envs, bool),
-                    {"macs": episode.macs, "_macs": every})
+                    self._infos(self._core.accounting(episode)))
         final_obs = np.empty(self.num_envs, dtype=object)
         final_obs[:] = list(obs)
-        final_info = {key: value for key, value in outcome.items()}
-        final_info.update({f"_{key}": every for key in outcome})
-        infos = {"final_obs": final_obs, "_final_obs": every, "final_info": final_info, "_final_info": every}
+        # The new episodes' reset accounting, with the finished ones' figures under final_info.
         self._episode = self._core.begin(self._draw_images())
+        infos = {**self._infos(self._core.accounting(self._episode)), "final_obs": final_obs, "_final_obs": every,
+                 "final_info": self._infos(outcome), "_final_info": every}
         return self._core.observe(self._episode), rewards, every.copy(), np.zeros(self.num_envs, bool), infos
+
+    def _infos(self, figures: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Gymnasium's vector-info layout: each key's array and a ``_key`` mask of the sub-envs that
+        have it (every one here; an accounting key not yet defined is absent)."""
+        every = np.ones(self.num_envs, dtype=bool)
+        return {**figures, **{f"_{key}": every for key in figures}}
+
+    def action_masks(self) -> np.ndarray:
+        """Valid actions per sub-env (bool, ``num_envs × k``): every group count, always."""
+        return np.ones((self.num_envs, self.settings.k), dtype=bool)

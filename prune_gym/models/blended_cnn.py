@@ -60,19 +60,20 @@ def _conv_norm_pairs(network: nn.Sequential) -> list[int]:
             if isinstance(modules[index], nn.Conv2d) and isinstance(modules[index + 1], nn.BatchNorm2d)]
 
 
-def count_params(module: nn.Module) -> int:
-    """Every parameter of ``module`` (the budget ``keep_params`` is a fraction of; the project's
-    accounting counter lives in :mod:`prune_gym.pruning.counting`, above models in the layering)."""
+def total_parameters(module: nn.Module) -> int:
+    """Every parameter of ``module``, batch norms included: what ``keep_params`` is a fraction of
+    (the method's own budget, so the branch sizes stay its). The project's accounting count (conv
+    and linear weights only) is :func:`prune_gym.pruning.counting.count_params`."""
     return sum(parameter.numel() for parameter in module.parameters())
 
 
 def choose_ranks(network: nn.Sequential, keep_params: float) -> list[int]:
     """Branch ranks ``max(1, round(s · C_out))`` with the one scale ``s`` that brings the handed-over
-    network's parameter count closest to ``keep_params`` × the original's (:func:`count_params`)."""
+    network's parameter count closest to ``keep_params`` × the original's (:func:`total_parameters`)."""
     modules = list(network)
     pairs = _conv_norm_pairs(network)
-    original_total = count_params(network)
-    originals = sum(count_params(modules[i]) + count_params(modules[i + 1]) for i in pairs)
+    original_total = total_parameters(network)
+    originals = sum(total_parameters(modules[i]) + total_parameters(modules[i + 1]) for i in pairs)
     rest = original_total - originals
     target = keep_params * original_total
     shapes = [(modules[i].in_channels, modules[i].out_channels) for i in pairs]
@@ -106,7 +107,7 @@ class BlendedCNN(nn.Module):
             raise ValueError(f"keep_params must lie strictly between 0 and 1, got {keep_params}.")
         original = copy.deepcopy(original)
         self.register_buffer("alpha", torch.ones(()))
-        self.params_original = count_params(original)
+        self.params_original = total_parameters(original)
         self.ranks = choose_ranks(original, keep_params)
         modules = list(original)
         pairs = _conv_norm_pairs(original)

@@ -6,6 +6,10 @@ different environments are comparable. Conventions:
 * A MAC is one multiply-accumulate of a convolution or linear layer, **per image**. Batch norm,
   activations and pooling are not counted (they are O(activations), not O(weights × positions)).
   ``torch.utils.flop_counter`` reports ``2 × MACs`` FLOPs for the same layers; a test checks it.
+* A parameter is one weight or bias of a convolution or linear layer, **of the units actually
+  kept** (:func:`count_params`): batch-norm affine parameters, learned activation parameters and
+  anything else that is O(channels) are not counted, for the same reason as above. Where the kept
+  units vary per image (RNP), the count is per image too (the weights that image touched).
 * A network "with per-layer channel prefixes" keeps the first ``n`` output units of some layers
   (``kept_units``). In a sequential chain a layer's inputs are its predecessor's outputs, so the
   input units kept follow from the previous layer (and scale through a flatten). For other
@@ -132,17 +136,12 @@ def count_macs(
                _kept_layer_units(model, input_shape, kept_units))
 
 
-def count_kept_params(
+def count_params(
     model: nn.Module, input_shape: Sequence[int], kept_units: Mapping[str, int] | None = None
 ) -> int:
-    """Conv/linear weights and biases that remain when each layer keeps ``kept_units`` output
-    units (inputs follow as in :func:`count_macs`); without ``kept_units`` the whole model's.
-
-    Counts only conv and linear layers (batch-norm affine parameters are not included)."""
+    """The project's one parameter count: conv/linear weights and biases that remain when each
+    layer keeps ``kept_units`` output units (inputs follow as in :func:`count_macs`); without
+    ``kept_units`` the whole model's. Batch-norm and other O(channels) parameters are not counted
+    (see the module docstring)."""
     return sum(cost.params(kept_in, kept_out) for cost, kept_in, kept_out in
                _kept_layer_units(model, input_shape, kept_units))
-
-
-def count_params(model: nn.Module) -> int:
-    """All parameters of a (dense) model."""
-    return sum(parameter.numel() for parameter in model.parameters())
