@@ -7,13 +7,13 @@ one use :func:`default_runner`, which plays one episode with
 ``cycle`` 0, then one row per step) and a last row marked ``final``.
 
 Row columns (:data:`COLUMNS`; missing figures are empty): ``policy, seed, cycle, final,
-test_accuracy, val_accuracy, val_loss, macs, macs_full, params, params_full, kept_fraction,
-episode_return, step_s, wall_s``. ``kept_fraction`` is the env's own (e.g. DropNet's fraction of
+test_accuracy, val_accuracy, cross_entropy, macs, macs_full, macs_fraction, units_kept_fraction,
+params, params_full, episode_return, step_s, wall_s``. ``units_kept_fraction`` is the env's own (DropNet's fraction of
 units kept) or else ``macs / macs_full``; ``step_s`` is the wall time of that reset or step and
 ``wall_s`` the run's wall time so far.
 
 Outputs in ``DIR``: ``results.csv`` (every row), ``results.md`` (mean ± sample std over seeds of
-the final rows, per policy) and ``pareto.png`` (test accuracy against kept fraction and against
+the final rows, per policy) and ``pareto.png`` (test accuracy against the fraction kept and against
 MACs, one line per policy through its per-cycle means, final points starred), plus whatever the
 env family's report writes (:func:`prune_gym.baselines.registry.register_report`; LayerPrune: the α/γ
 curves per layer and a depth table). All are rewritten after every run, so an interrupted
@@ -167,12 +167,12 @@ def markdown_table(rows: list[dict[str, Any]], env_id: str, order: Sequence[str]
     """Mean ± sample std over seeds of each policy's final row (and of the cycle-0 rows, the
     unpruned network, where the runs have them)."""
     lines = [f"# `{env_id}`: final results, mean ± std over seeds", "",
-             "| policy | seeds | test accuracy (%) | kept fraction | MACs/image (M) | params | cycles | return "
+             "| policy | seeds | test accuracy (%) | MAC fraction | MACs/image (M) | params | cycles | return "
              "| wall (s) |",
              "|---|---|---|---|---|---|---|---|---|"]
 
     # (column, scale, digits) of each figure after the policy and seed count.
-    figures = (("test_accuracy", 100, 2), ("kept_fraction", 1, 3), ("macs", 1e-6, 3), ("params", 1, 0),
+    figures = (("test_accuracy", 100, 2), ("macs_fraction", 1, 3), ("macs", 1e-6, 3), ("params", 1, 0),
                ("cycle", 1, 1), ("episode_return", 1, 3), ("wall_s", 1, 1))
 
     def line(name: str, group: list[dict[str, Any]]) -> str:
@@ -197,16 +197,16 @@ def markdown_table(rows: list[dict[str, Any]], env_id: str, order: Sequence[str]
 
 
 def curve_table(rows: list[dict[str, Any]], order: Sequence[str]) -> list[str]:
-    """Markdown lines: per policy and cycle, mean test accuracy (%) @ mean kept fraction over the
+    """Markdown lines: per policy and cycle, mean test accuracy (%) @ mean MAC fraction over the
     seeds that reached that cycle (empty when the runs have no more than one cycle)."""
     cycles = sorted({row["cycle"] for row in rows if not row.get("final") and row.get("cycle") is not None})
     if len(cycles) < 2:
         return []
-    lines = ["", "Test accuracy (%) @ kept fraction per cycle (mean over the seeds that reached it):", "",
+    lines = ["", "Test accuracy (%) @ MAC fraction per cycle (mean over the seeds that reached it):", "",
              "| policy | " + " | ".join(f"cycle {cycle}" for cycle in cycles) + " |",
              "|---|" + "---|" * len(cycles)]
     for name in order:
-        kept = dict(zip(*_per_cycle(rows, name, "kept_fraction")))
+        kept = dict(zip(*_per_cycle(rows, name, "macs_fraction")))
         accuracy = dict(zip(*_per_cycle(rows, name, "test_accuracy")))
         if accuracy:
             cells = [f"{100 * accuracy[c]:.2f} @ {kept[c]:.3f}" if c in accuracy and c in kept else "" for c in cycles]
@@ -229,18 +229,24 @@ def curve(rows: list[dict[str, Any]], policy: str, x_name: str) -> tuple[np.ndar
 
 
 def plot_pareto(rows: list[dict[str, Any]], path: Path, env_id: str, order: Sequence[str]) -> None:
-    """Test accuracy against kept fraction (left) and MACs per image (right), one line per policy."""
+    """Test accuracy against the fraction of units (DropNet) or of MACs kept (left) and against
+    MACs per image (right), one line per policy."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    # Left: units kept where the family reports them (DropNet), else the MAC fraction; the label says which.
+    steps = [row for row in rows if row.get("test_accuracy") is not None]
+    units = bool(steps) and all(row.get("units_kept_fraction") is not None for row in steps)
+    fraction, fraction_label = ("units_kept_fraction", "fraction of hidden units kept") if units else (
+        "macs_fraction", "fraction of MACs kept")
     for index, name in enumerate(order):
         colour = f"C{index % 10}"
         finals = [row for row in rows if row["policy"] == name and row.get("final")
                   and row.get("test_accuracy") is not None]
-        for axis, x_name, scale in ((axes[0], "kept_fraction", 1.0), (axes[1], "macs", 1e-6)):
+        for axis, x_name, scale in ((axes[0], fraction, 1.0), (axes[1], "macs", 1e-6)):
             xs, ys = curve(rows, name, x_name)
             if len(xs):
                 axis.plot(scale * xs, 100 * ys, "o-", color=colour, markersize=3, label=name)
@@ -254,7 +260,7 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, env_id: str, order: Sequ
         reference = 100 * unpruned.mean()
         axis.axhline(reference, color="grey", linewidth=0.8)
         axis.axhline(reference - 1, color="grey", linewidth=0.8, linestyle="--")  # "within 1 point"
-    for axis, label in ((axes[0], "fraction of units kept"), (axes[1], "MACs per image (M)")):
+    for axis, label in ((axes[0], fraction_label), (axes[1], "MACs per image (M)")):
         axis.set_xlabel(label)
         axis.set_ylabel("test accuracy (%)")
         axis.invert_xaxis()  # pruning proceeds to the right, as in DropNet's figures

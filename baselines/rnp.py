@@ -106,7 +106,7 @@ def rnp_runner(env_id: str, policy: Any, seed: int, env_kwargs: dict[str, Any],
     images, labels, _ = rnp_images(env.unwrapped, "test", eval_data)
     figures = evaluate_rnp_policy(env.unwrapped, decide, images, labels, reference.unwrapped, latency=False)
     return [{"policy": policy.name, "seed": seed, "cycle": 0, "final": True,
-             "test_accuracy": figures["accuracy"], "val_accuracy": None, "val_loss": None,
+             "test_accuracy": figures["accuracy"], "val_accuracy": None, "cross_entropy": None,
              "macs": figures["mean_macs"], "macs_full": figures["macs_full"], "params": figures["mean_params"],
-             "params_full": None, "kept_fraction": figures["mean_macs"] / figures["macs_full"],
+             "params_full": None, "macs_fraction": figures["mean_macs"] / figures["macs_full"],
              "episode_return": None, "step_s": None, "wall_s": time.perf_counter() - started}]

@@ -32,6 +32,16 @@ def _write_json(figures: dict[str, Any], path: str | None) -> None:
         print(f"wrote {path}")
 
 
+def require_family(env_id: str, family: str, command: str) -> str:
+    """``env_id``'s registered id if it belongs to ``family``; else a one-line error naming the ids that fit."""
+    entry = get_entry(env_id)
+    if entry.family != family:
+        fitting = ", ".join(e.id for e in ENV_TABLE if e.family == family)
+        raise SystemExit(f"{command} works on the {family} environments; {entry.id} is a {entry.family} one. "
+                         f"Choose one of: {fitting}.")
+    return entry.id
+
+
 def command_envs(args: argparse.Namespace) -> None:
     width = max(len(entry.id) for entry in ENV_TABLE)
     for entry in ENV_TABLE:
@@ -50,7 +60,7 @@ def command_pretrain(args: argparse.Namespace) -> None:
     from prune_gym.pruning.runtime import uniform_decision
     from prune_gym.training import evaluate_classifier
 
-    get_entry(args.env_id)
+    require_family(args.env_id, "RNP", "pretrain")
     env = gym.make(args.env_id, **parse_env_kwargs(args.env_kwargs)).unwrapped
     runtime, dataset, settings = env.runtime, env.dataset, env.settings
     images, labels = dataset.split(args.split, settings.val_fraction)
@@ -87,10 +97,8 @@ def command_bench(args: argparse.Namespace) -> None:
     import prune_gym  # noqa: F401
     from prune_gym.bench import bench_rnp
 
-    entry = get_entry(args.env_id)
-    if entry.family != "RNP":
-        raise SystemExit(f"bench measures the RNP environments; {entry.id} is not one.")
-    figures = bench_rnp(entry.id, num_envs=args.num_envs, episodes=args.episodes,
+    env_id = require_family(args.env_id, "RNP", "bench")
+    figures = bench_rnp(env_id, num_envs=args.num_envs, episodes=args.episodes,
                         env_kwargs=parse_env_kwargs(args.env_kwargs))
     print(json.dumps(figures, indent=2))
     _write_json(figures, args.json)

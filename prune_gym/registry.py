@@ -87,19 +87,32 @@ ENV_TABLE: tuple[EnvEntry, ...] = (
         {"dataset": "cifar10", "network": "conv64x2-conv128x2-dense256"},
     ),
     EnvEntry(
-        "LayerPrune-CIFAR10-v0", _LAYERPRUNE,
+        "LayerPrune-CIFAR10-v1", _LAYERPRUNE,
         "LayerPrune: remove α-linear layers while training a 6-layer CNN on CIFAR-10, 20-epoch budget",
         {"dataset": "cifar10"},
     ),
     EnvEntry(
-        "LayerPrune-MNIST-v0", _LAYERPRUNE,
+        "LayerPrune-MNIST-v1", _LAYERPRUNE,
         "LayerPrune: remove α-linear layers while training a 6-layer CNN on MNIST, 20-epoch budget",
         {"dataset": "mnist"},
     ),
     EnvEntry(
-        "AlphaBlend-CIFAR10-v0", _ALPHABLEND,
+        "AlphaBlend-CIFAR10-v1", _ALPHABLEND,
         "AlphaBlend: hand the trained 4-conv CIFAR-10 network over to branches with 35 % of its parameters",
         {"dataset": "cifar10", "backbone": "cnn4"},
+    ),
+    # v0: the same, except that a spent budget terminates instead of truncating (kept registered).
+    EnvEntry(
+        "LayerPrune-CIFAR10-v0", _LAYERPRUNE, "LayerPrune-CIFAR10-v1 with v0's episode end (a spent budget terminates)",
+        {"dataset": "cifar10", "budget_end": "terminate"},
+    ),
+    EnvEntry(
+        "LayerPrune-MNIST-v0", _LAYERPRUNE, "LayerPrune-MNIST-v1 with v0's episode end (a spent budget terminates)",
+        {"dataset": "mnist", "budget_end": "terminate"},
+    ),
+    EnvEntry(
+        "AlphaBlend-CIFAR10-v0", _ALPHABLEND, "AlphaBlend-CIFAR10-v1 with v0's episode end (a spent budget terminates)",
+        {"dataset": "cifar10", "backbone": "cnn4", "budget_end": "terminate"},
     ),
 )
 

@@ -12,21 +12,27 @@ from typing import Any
 
 import numpy as np
 
-COLUMNS = ("policy", "seed", "cycle", "final", "test_accuracy", "val_accuracy", "val_loss", "macs", "macs_full",
-           "params", "params_full", "kept_fraction", "episode_return", "step_s", "wall_s")
+COLUMNS = ("policy", "seed", "cycle", "final", "test_accuracy", "val_accuracy", "cross_entropy", "macs", "macs_full",
+           "macs_fraction", "units_kept_fraction", "params", "params_full", "episode_return", "step_s", "wall_s")
+
+# The contract's accounting keys a row copies from ``info`` (see prune_gym.envs.base.ACCOUNTING_KEYS).
+_FROM_INFO = ("test_accuracy", "val_accuracy", "cross_entropy", "macs", "macs_full", "params", "params_full",
+              "units_kept_fraction")
 
 
 def result_row(policy: str, seed: int, info: dict[str, Any], *, cycle: int, final: bool = False,
                episode_return: float | None = None, step_s: float | None = None,
                wall_s: float | None = None) -> dict[str, Any]:
-    """One row of :data:`COLUMNS` from an env's ``info`` (the common accounting names)."""
+    """One row of :data:`COLUMNS` from an env's ``info`` (the contract's accounting names).
+
+    ``cycle`` is the step index of the state the row describes (0 = the reset state);
+    ``macs_fraction`` is ``macs / macs_full``; ``units_kept_fraction`` is the env's own where it
+    reports one (DropNet: hidden units kept), else empty."""
     macs, macs_full = info.get("macs"), info.get("macs_full")
-    kept = info.get("kept_fraction")
-    if kept is None and macs is not None and macs_full:
-        kept = macs / macs_full
-    row = {"policy": policy, "seed": seed, "cycle": cycle, "final": final, "kept_fraction": kept,
+    row = {"policy": policy, "seed": seed, "cycle": cycle, "final": final,
+           "macs_fraction": macs / macs_full if macs is not None and macs_full else None,
            "episode_return": episode_return, "step_s": step_s, "wall_s": wall_s}
-    for name in ("test_accuracy", "val_accuracy", "val_loss", "macs", "macs_full", "params", "params_full"):
+    for name in _FROM_INFO:
         row[name] = info.get(name)
     return row
 

@@ -59,7 +59,7 @@ _CHEAP_BY_FAMILY = {
     "RNP": {"pretrain_steps": 2},
     "DropNet": {"max_epochs": 1, "patience": 1, "max_cycles": 3},  # one epoch per training, a few cycles
     "LayerPrune": {"width": 8, "max_layers": 3, "epochs": 3, "iterations_per_step": 2, "batch_size": 16},
-    "AlphaBlend": {"pretrain_steps": 2, "epochs": 3, "iterations_per_step": 2, "batch_size": 16},
+    "AlphaBlend": {"pretrain_steps": 2, "budget_steps": 3, "iterations_per_step": 2, "batch_size": 16},
 }
 
 

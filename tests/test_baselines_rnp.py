@@ -87,7 +87,7 @@ def test_compare_runs_rnp_policies_and_a_trained_agent_over_the_test_split(tmp_p
                    env_kwargs=SYNTHETIC)
     by_policy = {row["policy"]: row for row in rows}
     assert set(by_policy) == {"uniform-1", "uniform-4", "rnp-dqn:run"}
-    assert by_policy["uniform-4"]["kept_fraction"] == 1.0 and by_policy["uniform-1"]["kept_fraction"] < 0.3
+    assert by_policy["uniform-4"]["macs_fraction"] == 1.0 and by_policy["uniform-1"]["macs_fraction"] < 0.3
     assert all(0.0 <= row["test_accuracy"] <= 1.0 and row["final"] for row in rows)
     assert {"results.csv", "results.md", "pareto.png"} <= {path.name for path in (tmp_path / "cmp").iterdir()}
 

@@ -11,7 +11,7 @@ from prune_gym.cli import main as cli_main
 from prune_gym.policies import ScriptedPolicy
 
 FC = "DropNet-MNIST-FC-v0"
-REQUIRED = ("policy", "seed", "test_accuracy", "macs", "macs_full", "params", "kept_fraction", "wall_s", "cycle")
+REQUIRED = ("policy", "seed", "test_accuracy", "macs", "macs_full", "params", "macs_fraction", "wall_s", "cycle")
 
 
 def env_kwargs_args(fake_data_dir):
@@ -34,7 +34,8 @@ def test_cli_compare_writes_csv_markdown_and_plot(fake_data_dir, tmp_path, capsy
     for row in rows:
         assert 0.0 <= float(row["test_accuracy"]) <= 1.0 and int(row["macs"]) <= int(row["macs_full"])
     # two drops of round(20 % of the remaining units): 80 → 64 → 51 overall, 40 → 32 → 26 per layer
-    assert {row["policy"]: float(row["kept_fraction"]) for row in finals} == {"min": 51 / 80, "max_layer": 52 / 80}
+    kept = {row["policy"]: float(row["units_kept_fraction"]) for row in finals}
+    assert kept == {"min": 51 / 80, "max_layer": 52 / 80}
     table = (out / "results.md").read_text()
     assert "| min | 2 |" in table and "| max_layer | 2 |" in table and "±" in table and "unpruned" in table
     assert "| policy | cycle 0 | cycle 1 | cycle 2 |" in table  # the per-cycle curve
@@ -63,7 +64,8 @@ def test_final_row_is_the_last_architecture_meeting_kappa(fake_data_dir, tmp_pat
     met = [row for row in steps if row["val_accuracy"] >= full]
     # κ=1: the episode ends at the first drop that loses validation accuracy; the final network is
     # the last one that did not, retrained from θ0 (deterministic, so the same figures).
-    assert final["kept_fraction"] == met[-1]["kept_fraction"] and final["val_loss"] == met[-1]["val_loss"]
+    assert final["units_kept_fraction"] == met[-1]["units_kept_fraction"]
+    assert final["cross_entropy"] == met[-1]["cross_entropy"]
 
 
 def test_default_runner_plays_one_episode(fake_data_dir):
@@ -80,7 +82,7 @@ def test_a_family_runner_replaces_the_default(fake_data_dir, tmp_path, monkeypat
     def runner(env_id, policy, seed, env_kwargs, eval_data):
         calls.append((env_id, policy.name, seed, env_kwargs, eval_data))
         return [{"policy": policy.name, "seed": seed, "cycle": 0, "final": True, "test_accuracy": 0.5, "macs": 10,
-                 "macs_full": 20, "params": 3, "kept_fraction": 0.5, "wall_s": 0.1}]
+                 "macs_full": 20, "params": 3, "macs_fraction": 0.5, "wall_s": 0.1}]
 
     registry.runner_for(FC)  # loads the family, so the monkeypatched entry is not overwritten
     monkeypatch.setitem(registry._RUNNERS, "DropNet", runner)
@@ -108,7 +110,7 @@ def test_agents_are_run_like_scripted_policies(fake_data_dir, tmp_path, monkeypa
     kwargs = {**cheap_kwargs(FC, fake_data_dir), "kappa": 0.0}
     rows = compare(FC, policies="min", agent_dirs=["run-good"], out=tmp_path / "o", env_kwargs=kwargs)
     agent_rows = [row for row in rows if row["policy"] == "agent-good"]
-    assert [row["cycle"] for row in agent_rows] == [0, 0, 0] and agent_rows[-1]["final"]  # stop at once
+    assert [row["cycle"] for row in agent_rows] == [0, 1, 1] and agent_rows[-1]["final"]  # stop at once
     with pytest.raises(ValueError, match="another env family"):
         compare(FC, policies="min", agent_dirs=["run-bad!"], out=tmp_path / "o", env_kwargs=kwargs)
 

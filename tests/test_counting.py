@@ -58,9 +58,12 @@ def test_per_sample_tensor_costs_match_scalars():
     assert cost.macs(kept_in, kept_out).tolist() == [cost.macs(int(i), int(o)) for i, o in zip(kept_in, kept_out)]
 
 
-def test_params_counts_every_parameter():
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
-    assert count_params(model) == 3 * 4 * 9 + 4 + 8 + 4 * 2 + 2
+def test_params_count_conv_and_linear_weights_and_biases_of_kept_units():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4, 2))
+    # The batch norm's 8 affine parameters are not counted (the module docstring's convention).
+    assert count_params(model, (3, 3, 3)) == 3 * 4 * 9 + 4 + 4 * 2 + 2
+    # Keeping 1 of the conv's 4 channels keeps its weights and bias for 1 and the head's inputs for 1.
+    assert count_params(model, (3, 3, 3), {"0": 1}) == 3 * 1 * 9 + 1 + 1 * 2 + 2
 
 
 def _described_model(entry) -> tuple[nn.Module, tuple[int, int, int]]:

@@ -44,6 +44,7 @@ def test_stop_ends_the_episode_and_step_after_end_is_an_error(fake_data_dir):
     env.reset(seed=0)
     _, reward, terminated, truncated, info = env.step(RULE_ACTIONS.index("stop"))
     assert terminated and not truncated and reward == 0.0 and info["units_kept_fraction"] == 1.0
+    assert info["cycle"] == 1  # stop is a step like any other
     with pytest.raises(RuntimeError, match="reset"):
         env.step(0)
 

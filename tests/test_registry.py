@@ -1,5 +1,4 @@
 import json
-import pickle
 import subprocess
 import sys
 
@@ -8,7 +7,7 @@ import pytest
 
 import prune_gym
 from prune_gym.cli import main as cli_main
-from prune_gym.registry import ENV_TABLE, env_ids, get_entry
+from prune_gym.registry import ENV_TABLE, FAMILIES, env_ids, family_of, get_entry, ids_of_family, is_family
 
 
 def test_import_registers_every_id_without_loading_torch():
@@ -32,13 +31,25 @@ def test_module_prefixed_id_resolves():
     assert env.spec.id == "RNP-Synthetic-v0" and env.spec.vector_entry_point is not None
 
 
-@pytest.mark.parametrize("env_id", env_ids())
-def test_spec_pickles_and_serialises(env_id):
-    spec = gym.spec(env_id)
-    assert pickle.loads(pickle.dumps(spec)) == spec
-    restored = gym.envs.registration.EnvSpec.from_json(spec.to_json())
-    assert restored.id == env_id and restored.kwargs == spec.kwargs
-    json.dumps(get_entry(env_id).kwargs)  # registered kwargs are JSON-serialisable
+def test_registered_kwargs_are_json():
+    for env_id in env_ids():
+        json.dumps(get_entry(env_id).kwargs)  # registered kwargs are JSON-serialisable (spec round trips: test_envs)
+
+
+def test_every_id_has_one_family_from_the_table():
+    assert {entry.family for entry in ENV_TABLE} == set(FAMILIES)
+    assert family_of("DropNet-MNIST-Conv-v0") == "DropNet" and family_of("prune_gym:RNP-CIFAR10-v0") == "RNP"
+    assert is_family("RNP-Synthetic-v0", "RNP") and not is_family("CartPole-v1", "RNP")
+    assert ids_of_family("AlphaBlend") == ["AlphaBlend-CIFAR10-v1", "AlphaBlend-CIFAR10-v0"]
+    with pytest.raises(gym.error.UnregisteredEnv):
+        family_of("CartPole-v1")
+
+
+@pytest.mark.parametrize("command", ["pretrain", "bench"])
+def test_rnp_commands_refuse_another_family_in_one_line(command):
+    with pytest.raises(SystemExit, match=f"{command} works on the RNP environments; LayerPrune-MNIST-v1 is a "
+                                         "LayerPrune one. Choose one of: RNP-CIFAR10-v0"):
+        cli_main([command, "LayerPrune-MNIST-v1"])
 
 
 def test_unknown_id_lists_the_valid_ones():

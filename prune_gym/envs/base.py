@@ -214,6 +214,11 @@ def _range(minimum: int | None, maximum: int | None) -> str:
     return f" ≤ {maximum}" if maximum is not None else ""
 
 
+# What a spent step/epoch budget does (``budget_end`` of the training families' settings): the
+# contract's rule is to truncate; ``"terminate"`` keeps the v0 ids' original behaviour.
+BUDGET_ENDS = ("truncate", "terminate")
+
+
 # ----------------------------------------------------------------------------------------------
 # What the training-time families share
 # ----------------------------------------------------------------------------------------------

@@ -371,11 +371,11 @@ class DropNetEnv(PruningEnv):
 
     def _advance(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         name = self.action_names[action]
+        self._cycle += 1  # every step is a cycle, stop included (the contract's ``cycle``)
         if name == "stop":
             return self._observation(), 0.0, True, False, {**self._family_info(self._keep, self._trained),
                                                             "action_name": name}
         new_keep = self._drop(action)
-        self._cycle += 1
         reward = 0.0
         if any((old != new).any() for old, new in zip(self._keep, new_keep)):
             previous_loss, previous_macs = self._trained.val_loss, self._macs

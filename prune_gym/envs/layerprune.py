@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -12,12 +12,18 @@ from gymnasium import spaces
 
 from prune_gym.data import DATASETS
 from prune_gym.envs.base import (
+    BUDGET_ENDS,
+    Accounting,
     EpochBatches,
+    PruningEnv,
     SplitData,
-    accounting_info,
+    check_choice,
     classifier_metrics,
     load_split_data,
+    make_settings,
     model_costs,
+    set_integer,
+    set_real,
     torch_seed,
     train_iterations,
 )
@@ -26,7 +32,52 @@ from prune_gym.training import resolve_device
 
 # Per-layer observation blocks (each padded to max_layers), then the four scalars.
 LAYER_FEATURES = ("alive", "alpha", "gamma", "alpha_change")
-GLOBAL_FEATURES = ("val_accuracy", "val_loss", "macs_fraction", "budget_fraction")
+GLOBAL_FEATURES = ("val_accuracy", "val_cross_entropy", "macs_fraction", "budget_fraction")
+
+
+@dataclass(frozen=True)
+class LayerPruneSettings:
+    """The LayerPrune family's arguments (see :class:`LayerPruneEnv`'s Arguments), defaulted and
+    validated in one place."""
+
+    dataset: str = "cifar10"
+    width: int = 32
+    max_layers: int = 6
+    epochs: int = 20
+    iterations_per_step: int | None = None
+    train_subset: int | None = None
+    batch_size: int = 64
+    lr: float = 1e-3
+    gamma_lr: float | None = 1e-2
+    nu_rate: float = DEFAULT_NU_RATE
+    freeze_epochs: int = 1
+    mac_weight: float = 1.0
+    ce_weight: float = 1.0
+    invalid_action_penalty: float = -0.1
+    val_fraction: float = 0.2
+    budget_end: str = "truncate"
+    data_root: str | None = None
+    eval_data: str | None = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_choice("dataset", self.dataset, DATASETS)
+        for name in ("width", "max_layers", "epochs", "batch_size"):
+            set_integer(self, name, minimum=1)
+        set_integer(self, "iterations_per_step", minimum=1, optional=True)
+        set_integer(self, "train_subset", minimum=1, optional=True)
+        set_integer(self, "freeze_epochs", minimum=0)
+        set_real(self, "lr", lambda lr: lr > 0.0, "a positive learning rate")
+        if self.gamma_lr is None:  # None = the weights' rate
+            object.__setattr__(self, "gamma_lr", self.lr)
+        set_real(self, "gamma_lr", lambda lr: lr > 0.0, "a positive learning rate (or None for lr)")
+        set_real(self, "nu_rate", lambda rate: rate > 0.0, "a positive rate")
+        # Negative weights invert the task (reward adding MACs or a worse network): refused.
+        set_real(self, "mac_weight", lambda w: w >= 0.0, "≥ 0 (the weight of the MACs removed)")
+        set_real(self, "ce_weight", lambda w: w >= 0.0, "≥ 0 (the weight of the cross-entropy cost)")
+        set_real(self, "invalid_action_penalty", lambda p: p <= 0.0, "≤ 0 (a penalty)")
+        set_real(self, "val_fraction", lambda f: 0.0 < f < 1.0, "a fraction strictly between 0 and 1")
+        check_choice("budget_end", self.budget_end, BUDGET_ENDS)
 
 
 def scale_to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -34,7 +85,7 @@ def scale_to_unit(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 255.0
 
 
-class LayerPruneEnv(gym.Env):
+class LayerPruneEnv(PruningEnv):
     """LayerPrune: during training, decide after every epoch whether to remove a layer.
 
     ## Description
@@ -76,13 +127,19 @@ class LayerPruneEnv(gym.Env):
     the training order drawn from ``self.np_random``.
 
     ## Episode End
-    Terminates after ``epochs`` steps (the epoch budget); never truncates. Every ``info`` carries
-    ``macs``, ``macs_full`` (per image, from :mod:`prune_gym.pruning.counting`), ``params``,
-    ``params_full``, ``val_accuracy``, ``val_loss``, ``cycle`` (steps taken), ``depth``,
-    ``removed`` (original index removed this step, or −1), ``invalid_action``, ``train_loss``,
-    ``train_accuracy``, and ``test_accuracy`` and ``test_loss`` (on the test split, or ``eval_data``;
-    never part of the observation or reward). The γ/α histories of
-    every layer (removed ones up to their removal) are in :meth:`layer_histories`.
+    Truncates after ``epochs`` steps: the epoch budget is spent (``budget_end="terminate"``, the
+    v0 ids' setting, terminates instead); never terminates otherwise.
+
+    ## Info
+    Every ``info`` (reset and step) carries the contract's accounting
+    (:data:`~prune_gym.envs.base.ACCOUNTING_KEYS`): ``macs``, ``macs_full`` (per image),
+    ``params``, ``params_full`` (conv/linear weights and biases; from
+    :mod:`prune_gym.pruning.counting`), ``cross_entropy`` (mean validation cross-entropy, nats),
+    ``val_accuracy``, ``test_accuracy`` (on the test split, or ``eval_data``; never part of the
+    observation or reward) and ``cycle`` (steps taken); then ``test_loss``, ``depth``, ``removed``
+    (original index removed this step, or −1), ``invalid_action`` and, after a step,
+    ``train_loss`` and ``train_accuracy``. The γ/α histories of every layer (removed ones up to
+    their removal) are in :meth:`layer_histories`.
 
     ## Arguments
     - ``dataset``: ``"cifar10"``, ``"cifar100"``, ``"mnist"`` or ``"synthetic"``; ``data_root`` as for every env.
@@ -98,54 +155,22 @@ class LayerPruneEnv(gym.Env):
     - ``freeze_epochs``: steps with frozen convolutional layers after each removal (0 = none).
     - ``mac_weight``, ``ce_weight``, ``invalid_action_penalty``: see Rewards.
     - ``val_fraction``: held-out fraction of the training images (default 0.2: an 80/20 split).
+    - ``budget_end``: ``"truncate"`` (default, the one contract's rule) or ``"terminate"`` (v0).
     - ``eval_data``: ``.npz`` whose ``x_test``/``y_test`` replace the test split for ``test_accuracy``.
     - ``device``: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
 
     ## Version History
-    - v0: initial release.
+    - v1: the epoch budget's end truncates (the one contract's rule); ``info["val_loss"]`` is
+      ``cross_entropy``; ``params`` counts conv/linear weights and biases only (the project's one
+      count; v0 counted every parameter, batch norms and γ's included).
+    - v0: initial release; the budget's end terminates (``budget_end="terminate"``).
     """
 
-    metadata = {"render_modes": []}
-
-    def __init__(
-        self,
-        dataset: str = "cifar10",
-        width: int = 32,
-        max_layers: int = 6,
-        epochs: int = 20,
-        iterations_per_step: int | None = None,
-        train_subset: int | None = None,
-        batch_size: int = 64,
-        lr: float = 1e-3,
-        gamma_lr: float | None = 1e-2,
-        nu_rate: float = DEFAULT_NU_RATE,
-        freeze_epochs: int = 1,
-        mac_weight: float = 1.0,
-        ce_weight: float = 1.0,
-        invalid_action_penalty: float = -0.1,
-        val_fraction: float = 0.2,
-        data_root: str | None = None,
-        eval_data: str | None = None,
-        device: str = "auto",
-    ):
-        if dataset not in DATASETS:
-            raise ValueError(f"Unknown dataset {dataset!r}; expected one of {DATASETS}.")
-        for name, value in (("width", width), ("max_layers", max_layers), ("epochs", epochs),
-                            ("batch_size", batch_size)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        if iterations_per_step is not None and (not isinstance(iterations_per_step, int) or iterations_per_step < 1):
-            raise ValueError(f"iterations_per_step must be a positive integer or None (one epoch), "
-                             f"got {iterations_per_step!r}.")
-        if not isinstance(freeze_epochs, int) or freeze_epochs < 0:
-            raise ValueError(f"freeze_epochs must be an integer ≥ 0, got {freeze_epochs!r}.")
-        self.dataset_name, self.width, self.max_layers, self.epochs = dataset, width, max_layers, epochs
-        self.iterations_per_step, self.train_subset, self.batch_size = iterations_per_step, train_subset, batch_size
-        self.lr, self.nu_rate, self.freeze_epochs = lr, nu_rate, freeze_epochs
-        self.gamma_lr = lr if gamma_lr is None else gamma_lr
-        self.mac_weight, self.ce_weight, self.invalid_action_penalty = mac_weight, ce_weight, invalid_action_penalty
-        self.val_fraction, self.data_root, self.eval_data = val_fraction, data_root, eval_data
-        self.device = resolve_device(device)
+    def __init__(self, **kwargs: Any):
+        self.settings = make_settings(LayerPruneSettings, kwargs, "LayerPrune")
+        max_layers = self.max_layers = self.settings.max_layers
+        self.epochs = self.settings.epochs
+        self.device = resolve_device(self.settings.device)
         self.action_space = spaces.Discrete(max_layers + 1)
         zeros, ones = np.zeros(max_layers, np.float32), np.ones(max_layers, np.float32)
         low = np.concatenate([zeros, zeros, np.full(max_layers, -np.inf, np.float32), -ones, [0, 0, 0, 0]])
@@ -159,8 +184,9 @@ class LayerPruneEnv(gym.Env):
     @property
     def data(self) -> SplitData:
         if self._data is None:
-            self._data = load_split_data(self.dataset_name, self.data_root, self.val_fraction, self.train_subset,
-                                         self.eval_data, self.device)
+            settings = self.settings
+            self._data = load_split_data(settings.dataset, settings.data_root, settings.val_fraction,
+                                         settings.train_subset, settings.eval_data, self.device)
         return self._data
 
     # -- the episode ------------------------------------------------------------------------------
@@ -170,7 +196,10 @@ class LayerPruneEnv(gym.Env):
         gammas = [layer.activation.gamma for layer in self.model.layers]
         ids = {id(gamma) for gamma in gammas}
         others = [parameter for parameter in self.model.parameters() if id(parameter) not in ids]
-        groups = [{"params": others, "lr": self.lr}] + ([{"params": gammas, "lr": self.gamma_lr}] if gammas else [])
+        settings = self.settings
+        groups = [{"params": others, "lr": settings.lr}]
+        if gammas:
+            groups.append({"params": gammas, "lr": settings.gamma_lr})
         return torch.optim.Adam(groups)
 
     def _loss_and_logits(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,16 +214,15 @@ class LayerPruneEnv(gym.Env):
         assert self.model is not None
         return classifier_metrics(self.model, self.data.val_images, self.data.val_labels, self.data, scale_to_unit)
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
-        data = self.data
+    def _begin(self, options: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        data, settings = self.data, self.settings
         channels = data.dataset.image_shape[0]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(torch_seed(self.np_random))
-            self.model = AlphaCNN(channels, data.dataset.num_classes, self.width, self.max_layers,
-                                  self.nu_rate).to(self.device)
+            self.model = AlphaCNN(channels, data.dataset.num_classes, settings.width, settings.max_layers,
+                                  settings.nu_rate).to(self.device)
         self._optimizer = self._build_optimizer()
-        self._batches = EpochBatches(data.train_images, data.train_labels, self.batch_size,
+        self._batches = EpochBatches(data.train_images, data.train_labels, settings.batch_size,
                                      torch.Generator().manual_seed(torch_seed(self.np_random)))
         self._costs_full = model_costs(self.model, data.dataset.image_shape)
         self._costs = dict(self._costs_full)
@@ -203,17 +231,16 @@ class LayerPruneEnv(gym.Env):
         self._removed_histories: dict[int, tuple[list[float], list[float]]] = {}
         self.model.record_history()
         self._val = self._validate()
-        return self._observation(), self._info({"removed": -1, "invalid_action": False})
+        self._test = self._score_test()
+        return self._observation(), {**self._family_info(), "removed": -1, "invalid_action": False}
 
-    def step(self, action):
-        if self.model is None:
-            raise RuntimeError("call reset() before step().")
-        if self._cycle >= self.epochs:
-            raise RuntimeError(f"The episode ended after its {self.epochs} epochs: call reset() before step().")
-        if not self.action_space.contains(action):
-            raise ValueError(f"Invalid action {action!r}: expected an integer in 0..{self.max_layers} "
-                             f"(0 = keep training, l = remove layer l-1).")
-        action = int(action)
+    @property
+    def action_names(self) -> tuple[str, ...]:
+        return ("keep training", *(f"remove layer {layer}" for layer in range(self.max_layers)))
+
+    def _advance(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        assert self.model is not None
+        settings = self.settings
         invalid = action > 0 and not self._alive(action - 1)
         previous_ce, previous_macs = self._val["cross_entropy"], self._costs["macs"]
         removed = -1
@@ -223,21 +250,23 @@ class LayerPruneEnv(gym.Env):
         # Freezing applies to the steps right after a removal; the counter is set by _remove.
         self.model.set_features_frozen(self._frozen_left > 0)
         self._frozen_left = max(0, self._frozen_left - 1)
-        iterations = self.iterations_per_step or self._batches.iterations_per_epoch
+        iterations = settings.iterations_per_step or self._batches.iterations_per_epoch
         metrics = train_iterations(self.model, self._optimizer, self._batches, self._loss_and_logits, iterations,
                                    self._validate, after_step=self.model.advance, description="LayerPrune step")
         self.model.set_features_frozen(False)
         self.model.record_history()
         self._val = {"accuracy": metrics["accuracy"], "cross_entropy": metrics["cross_entropy"]}
+        self._test = self._score_test()
         self._cycle += 1
-        reward = (self.mac_weight * (previous_macs - self._costs["macs"]) / self._costs_full["macs"]
-                  - self.ce_weight * (self._val["cross_entropy"] - previous_ce))
+        reward = (settings.mac_weight * (previous_macs - self._costs["macs"]) / self._costs_full["macs"]
+                  - settings.ce_weight * (self._val["cross_entropy"] - previous_ce))
         if invalid:
-            reward += self.invalid_action_penalty
-        terminated = self._cycle >= self.epochs
-        info = self._info({"removed": removed, "invalid_action": invalid,
-                           "train_loss": metrics["train_loss"], "train_accuracy": metrics["train_accuracy"]})
-        return self._observation(), float(reward), bool(terminated), False, info
+            reward += settings.invalid_action_penalty
+        budget_spent = self._cycle >= settings.epochs
+        info = {**self._family_info(), "removed": removed, "invalid_action": invalid,
+                "train_loss": metrics["train_loss"], "train_accuracy": metrics["train_accuracy"]}
+        truncated = budget_spent and settings.budget_end == "truncate"
+        return self._observation(), float(reward), budget_spent and not truncated, truncated, info
 
     def _remove(self, origin: int) -> None:
         assert self.model is not None
@@ -248,7 +277,7 @@ class LayerPruneEnv(gym.Env):
         self.model = self.model.without_layer(position)
         self._optimizer = self._build_optimizer()
         self._costs = model_costs(self.model, self.data.dataset.image_shape)
-        self._frozen_left = self.freeze_epochs
+        self._frozen_left = self.settings.freeze_epochs
 
     # -- observation, info and accessors ----------------------------------------------------------
 
@@ -267,14 +296,23 @@ class LayerPruneEnv(gym.Env):
                            dtype=np.float32)
         return np.concatenate([blocks.ravel(), scalars]).astype(np.float32)
 
-    def _info(self, extra: dict[str, Any]) -> dict[str, Any]:
-        assert self.model is not None
-        info = accounting_info(self._costs, self._costs_full, self._val, self._cycle)
+    def _score_test(self) -> dict[str, float]:
         # The test split is small and this network cheap (~5 % of a step), so every step reports it:
         # comparisons can then plot accuracy along the whole episode. Nothing the agent sees uses it.
-        test = classifier_metrics(self.model, self.data.test_images, self.data.test_labels, self.data, scale_to_unit)
-        return {**info, "test_accuracy": test["accuracy"], "test_loss": test["cross_entropy"],
-                "depth": self.model.depth, **extra}
+        assert self.model is not None
+        return classifier_metrics(self.model, self.data.test_images, self.data.test_labels, self.data, scale_to_unit)
+
+    def accounting(self) -> Accounting:
+        if self.model is None:
+            raise RuntimeError("call reset() first.")
+        return Accounting(macs=self._costs["macs"], macs_full=self._costs_full["macs"], params=self._costs["params"],
+                          params_full=self._costs_full["params"], cycle=self._cycle,
+                          cross_entropy=self._val["cross_entropy"], val_accuracy=self._val["accuracy"],
+                          test_accuracy=self._test["accuracy"])
+
+    def _family_info(self) -> dict[str, Any]:
+        assert self.model is not None
+        return {"test_loss": self._test["cross_entropy"], "depth": self.model.depth}
 
     def action_masks(self) -> np.ndarray:
         """Valid actions (bool, ``max_layers + 1``): keep training, and removing each layer still alive."""
