@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from prune_gym.data import ImageDataset, normalize
 from prune_gym.progress import track_progress
 
