@@ -249,8 +249,10 @@ def write_cache(path: Path, key: dict[str, Any], model: nn.Module, metrics: dict
     for candidate in _write_targets(path):
         try:
             atomic_torch_save(payload, candidate)
-        except OSError as error:  # read-only, full or another user's directory: try the next place
-            failures.append(f"{candidate.parent} ({type(error).__name__}: {error.strerror or error})")
+        except (OSError, RuntimeError) as error:
+            # OSError: a read-only, full or another user's directory; RuntimeError: torch's stream
+            # writer failing on such a disk. Either way try the next place rather than lose the weights.
+            failures.append(f"{candidate.parent} ({type(error).__name__}: {getattr(error, 'strerror', None) or error})")
             continue
         if failures:
             warnings.warn(f"Could not write the weights cache in {'; '.join(failures)}; cached the weights at "
