@@ -49,6 +49,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 # ----------------------------------------------------------------------------------------------
 
 
+
+
 @dataclass
 class TrainResult:
     """What :func:`train_loop` did: metrics at every evaluation and where the best one was."""
