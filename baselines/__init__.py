@@ -9,4 +9,5 @@ Installed as ``prune_gym.baselines`` (the folder stays ``baselines/`` in the che
   :mod:`prune_gym.baselines.alphablend` — those families' rules.
 * :mod:`prune_gym.baselines.compare` — ``prune-gym compare``.
 * :mod:`prune_gym.baselines.rnp_pareto` — the RNP accuracy–MACs sweep (custom DQN, SB3, scripted, vanilla).
+* :mod:`prune_gym.baselines.plotting` — pyplot on the Agg backend without font-cache notices.
 """

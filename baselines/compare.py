@@ -18,11 +18,22 @@ MACs, one line per policy through its per-cycle means, final points starred), pl
 env family's report writes (:func:`prune_gym.baselines.registry.register_report`; LayerPrune: the α/γ
 curves per layer and a depth table). All are rewritten after every run, so an interrupted
 comparison keeps what it finished.
+
+A results directory belongs to one comparison setting: ``compare.json`` records the env id, the
+env kwargs and the evaluation file. Running ``compare`` again into the same ``DIR`` appends: the
+earlier rows stay in ``results.csv`` and the tables are rebuilt from old and new rows together. A
+run whose (policy, seed) is already there is refused unless ``overwrite`` (``--overwrite``), which
+replaces those rows; another env id or other settings are refused (they would mix incomparable
+rows). ``--report-only`` checks the env id against ``compare.json`` too. Earlier rows come back
+from the CSV, so columns a family's runner keeps only in memory (e.g. LayerPrune's layer
+histories) are missing for them in the family's own report.
 """
 
 from __future__ import annotations
 
 import csv
+import json
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,8 +43,13 @@ import numpy as np
 
 from prune_gym.baselines.registry import get_policy, policies_for, report_for, runner_for
 from prune_gym.policies import ScriptedPolicy, make_env, play_episode
+from prune_gym.progress import track_progress
 from prune_gym.registry import family_of
 from prune_gym.results import COLUMNS, column_values, mean_std
+
+logger = logging.getLogger("prune_gym.compare")
+
+SETTINGS_FILE = "compare.json"  # beside results.csv: the env id and settings its rows were made with
 
 
 def default_runner(env_id: str, policy: ScriptedPolicy, seed: int, env_kwargs: dict[str, Any],
@@ -63,7 +79,7 @@ def load_agents(run_dirs: Sequence[str]) -> list[ScriptedPolicy]:
     except ImportError as error:
         raise SystemExit(
             f"--agents needs prune_gym.agents.runs.load_agent_policy, which could not be imported ({error}). "
-            "Install prune-gym with its agents package (the agents issue adds it), or leave out --agents."
+            "Reinstall prune-gym (pip install -e .) so that its agents package is importable, or leave out --agents."
         ) from error
     return [load_agent_policy(run_dir) for run_dir in run_dirs]
 
@@ -76,11 +92,12 @@ def compare(
     eval_data: str | None = None,
     out: str | Path = "compare",
     env_kwargs: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every selected policy and agent for seeds ``0..seeds-1`` on ``env_id`` and write
-    ``results.csv``, ``results.md`` and ``pareto.png`` into ``out``. Returns every row."""
-    from tqdm.auto import tqdm
-
+    ``results.csv``, ``results.md`` and ``pareto.png`` into ``out``, after the rows an earlier
+    comparison left there (see the module docstring; ``overwrite`` replaces runs done before).
+    Returns every row, earlier ones included."""
     if seeds < 1:
         raise ValueError(f"--seeds must be ≥ 1, got {seeds}.")
     if eval_data is not None and not Path(eval_data).is_file():
@@ -96,18 +113,93 @@ def compare(
         raise ValueError(f"No policies to run on {env_id}.")
     runner = runner_for(env_id) or default_runner
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
     # Seed-major order: runs of one seed share what an env caches per seed (e.g. DropNet's
     # unpruned network), and every policy has results early on.
     runs = [(policy, seed) for seed in range(seeds) for policy in selected]
-    progress = tqdm(runs, desc=f"compare {env_id}", unit="run")
+    settings = comparison_settings(env_id, env_kwargs, eval_data)
+    rows = earlier_rows(out, settings, {(policy.name, seed) for policy, seed in runs}, overwrite)
+    order = list(dict.fromkeys([*(row["policy"] for row in rows), *(policy.name for policy in selected)]))
+    out.mkdir(parents=True, exist_ok=True)
+    write_settings(out, settings)
+    progress = track_progress(runs, f"compare {env_id}", unit="run", leave=True)
     for policy, seed in progress:
         progress.set_postfix(policy=policy.name, seed=seed)
         rows.extend(runner(env_id, policy, seed, dict(env_kwargs or {}), eval_data))
-        write_outputs(rows, out, env_id, [policy.name for policy in selected])
+        write_outputs(rows, out, env_id, order)
     progress.close()
     return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# An existing results directory: its settings and earlier rows
+# ----------------------------------------------------------------------------------------------
+
+
+def comparison_settings(env_id: str, env_kwargs: dict[str, Any] | None, eval_data: str | None) -> dict[str, Any]:
+    """What makes rows comparable (stored in ``compare.json``): env id, env kwargs (as JSON) and
+    the evaluation file's absolute path (``None``: the env's own test split)."""
+    kwargs = json.loads(json.dumps(env_kwargs or {}, sort_keys=True, default=str))
+    return {"env_id": env_id, "env_kwargs": kwargs,
+            "eval_data": None if eval_data is None else str(Path(eval_data).resolve())}
+
+
+def read_settings(out: Path) -> dict[str, Any] | None:
+    """``out/compare.json``, or ``None`` for a directory without one (new, or written before the
+    settings were recorded)."""
+    path = out / SETTINGS_FILE
+    if not path.is_file():
+        return None
+    try:
+        settings = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not readable JSON ({error}); it should record the env id of "
+                         f"{out / 'results.csv'}. Fix or delete it.") from error
+    if not isinstance(settings, dict) or "env_id" not in settings:
+        raise ValueError(f"{path} does not record an env id; it should look like "
+                         '{"env_id": ..., "env_kwargs": {...}, "eval_data": ...}. Fix or delete it.')
+    return settings
+
+
+def write_settings(out: Path, settings: dict[str, Any]) -> None:
+    (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
+def check_same_env(out: Path, stored: dict[str, Any] | None, env_id: str) -> None:
+    """Refuse ``env_id`` when ``out`` holds results recorded for another env id."""
+    if stored is not None and stored["env_id"] != env_id:
+        raise ValueError(f"{out} holds results of {stored['env_id']} (see {out / SETTINGS_FILE}), not {env_id}. "
+                         f"Use `prune-gym compare {stored['env_id']} ... --out {out}`, or another --out DIR for "
+                         f"{env_id}.")
+
+
+def earlier_rows(out: Path, settings: dict[str, Any], planned: set[tuple[str, int]],
+                 overwrite: bool) -> list[dict[str, Any]]:
+    """The rows already in ``out/results.csv`` that the new runs keep.
+
+    Raises:
+        ValueError: ``out`` holds results of another env id or other settings, or of a planned
+            (policy, seed) and ``overwrite`` is false.
+    """
+    results = out / "results.csv"
+    if not results.is_file():  # nothing to mix with: the new runs define the directory's settings
+        return []
+    stored = read_settings(out)
+    check_same_env(out, stored, settings["env_id"])
+    if stored is not None and stored != settings:
+        differing = sorted(name for name in ("env_kwargs", "eval_data") if stored.get(name) != settings[name])
+        details = "; ".join(f"{name}: {stored.get(name)!r} there, {settings[name]!r} now" for name in differing)
+        raise ValueError(f"{out} holds results made with other settings ({details}); rows of both would be "
+                         "compared as if alike. Use the same settings, or another --out DIR.")
+    if stored is None:
+        logger.warning("%s has no %s (written before the env id was recorded); appending to it as results of %s.",
+                       out, SETTINGS_FILE, settings["env_id"])
+    rows = read_csv(results)
+    done = sorted({(row["policy"], row["seed"]) for row in rows} & planned)
+    if done and not overwrite:
+        listed = ", ".join(f"{policy} seed {seed}" for policy, seed in done[:6]) + (", …" if len(done) > 6 else "")
+        raise ValueError(f"{results} already holds {len(done)} of these runs ({listed}). Pass --overwrite to "
+                         "replace them, choose other --policies/--seeds, or use another --out DIR.")
+    return [row for row in rows if (row["policy"], row["seed"]) not in planned]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -155,8 +247,17 @@ def read_csv(path: str | Path) -> list[dict[str, Any]]:
 
 
 def report(out: str | Path, env_id: str) -> list[dict[str, Any]]:
-    """Rewrite ``results.md`` and ``pareto.png`` of ``out`` from its ``results.csv`` (no runs)."""
+    """Rewrite ``results.md`` and ``pareto.png`` of ``out`` from its ``results.csv`` (no runs).
+
+    Raises:
+        FileNotFoundError: ``out`` has no ``results.csv``.
+        ValueError: ``out`` holds results of another env id (its ``compare.json``).
+    """
     out = Path(out)
+    if not (out / "results.csv").is_file():
+        raise FileNotFoundError(f"{out / 'results.csv'} does not exist: --report-only rebuilds the tables of an "
+                                f"earlier `prune-gym compare {env_id} --out {out}`; run that first.")
+    check_same_env(out, read_settings(out), env_id)
     rows = read_csv(out / "results.csv")
     order = list(dict.fromkeys(row["policy"] for row in rows))
     write_outputs(rows, out, env_id, order)
@@ -231,10 +332,9 @@ def curve(rows: list[dict[str, Any]], policy: str, x_name: str) -> tuple[np.ndar
 def plot_pareto(rows: list[dict[str, Any]], path: Path, env_id: str, order: Sequence[str]) -> None:
     """Test accuracy against the fraction of units (DropNet) or of MACs kept (left) and against
     MACs per image (right), one line per policy."""
-    import matplotlib
+    from prune_gym.baselines.plotting import quiet_pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = quiet_pyplot()
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     # Left: units kept where the family reports them (DropNet), else the MAC fraction; the label says which.

@@ -56,10 +56,9 @@ def plot_layer_histories(histories_by_policy: dict[str, dict[int, dict[str, Any]
     """α (top) and γ (bottom) of every layer after every epoch-step, one column per policy (the
     method report's Figure 2). ``histories_by_policy[name]`` is ``LayerPruneEnv.layer_histories()``
     (keys may be strings after a JSON round trip); a removed layer's line ends in a cross."""
-    import matplotlib
+    from prune_gym.baselines.plotting import quiet_pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = quiet_pyplot()
 
     names = list(histories_by_policy)
     figure, axes = plt.subplots(2, len(names), figsize=(4.6 * len(names), 6.4), squeeze=False, sharex=True)

@@ -110,10 +110,9 @@ def write_table(rows: list[dict[str, Any]], reference: dict[str, Any], path: Pat
 
 
 def plot(rows: list[dict[str, Any]], reference: dict[str, Any], path: Path) -> None:
-    import matplotlib
+    from prune_gym.baselines.plotting import quiet_pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = quiet_pyplot()
 
     styles = {"rnp-dqn": ("o-", "custom DQN (RNP)"), "uniform": ("s--", "uniform width"),
               "vanilla": ("^:", "vanilla narrow network"), "random": ("x", "random groups"),

@@ -73,6 +73,16 @@ def _median_ms(run: Callable[[], object], repeats: int) -> float:
     return 1000 * statistics.median(timings)
 
 
+def check_bench_counts(**counts: int) -> None:
+    """Raise a ValueError naming the first count that is not an integer ≥ 1 (with its
+    ``prune-gym bench`` flag where it has one)."""
+    flags = {"num_envs": " (--num-envs)", "episodes": " (--episodes)"}
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name}{flags.get(name, '')} must be an integer ≥ 1: every figure is a rate over "
+                             f"at least one of them. Got {value!r}.")
+
+
 def bench_rnp(
     env_id: str = "RNP-CIFAR10-v0",
     num_envs: int = 256,
@@ -82,7 +92,13 @@ def bench_rnp(
     seed: int = 0,
     env_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Measure the RNP figures for ``env_id`` (see the module docstring); returns a JSON-ready dict."""
+    """Measure the RNP figures for ``env_id`` (see the module docstring); returns a JSON-ready dict.
+
+    Raises:
+        ValueError: a count below 1 (nothing would be timed; rates would divide by zero).
+    """
+    check_bench_counts(num_envs=num_envs, episodes=episodes, sync_episodes=sync_episodes,
+                       latency_repeats=latency_repeats)
     env_kwargs = dict(env_kwargs or {})
     native = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **env_kwargs)
     runtime, dataset = native.unwrapped.runtime, native.unwrapped.dataset

@@ -142,9 +142,10 @@ def command_compare(args: argparse.Namespace) -> None:
         rows = report(args.out, args.env_id)
     else:
         rows = compare(args.env_id, policies=args.policies, agent_dirs=args.agents, seeds=args.seeds,
-                       eval_data=args.eval_data, out=args.out, env_kwargs=parse_env_kwargs(args.env_kwargs))
+                       eval_data=args.eval_data, out=args.out, env_kwargs=parse_env_kwargs(args.env_kwargs),
+                       overwrite=args.overwrite)
     print((Path(args.out) / "results.md").read_text())
-    print(f"wrote {len(rows)} rows to {Path(args.out) / 'results.csv'}, and results.md, pareto.png")
+    print(f"{Path(args.out) / 'results.csv'} holds {len(rows)} rows; wrote results.md and pareto.png beside it")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,7 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per policy (default: 1)")
     compare.add_argument("--eval-data", metavar="FILE.npz",
                          help="evaluate on this .npz's x_test/y_test instead of the test split")
-    compare.add_argument("--out", default="compare", metavar="DIR", help="output directory (default: ./compare)")
+    compare.add_argument("--out", default="compare", metavar="DIR",
+                         help="output directory (default: ./compare); new rows are appended to an earlier "
+                              "comparison's results.csv there")
+    compare.add_argument("--overwrite", action="store_true",
+                         help="replace the rows of runs (policy, seed) that DIR already holds instead of refusing")
     compare.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE")
     compare.add_argument("--list", action="store_true", help="only list the policies (name and description)")
     compare.add_argument("--report-only", action="store_true",

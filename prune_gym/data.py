@@ -4,7 +4,9 @@ Sources, tried in this order for a dataset ``name`` and a root ``R`` (the ``data
 ``$PRUNE_GYM_DATA``, else ``~/.cache/prune_gym``):
 
 1. ``R`` itself when it is an ``.npz`` file in the layout ``x_train, y_train, x_test, y_test``
-   (images N×C×H×W uint8, labels int64) — the layout of the project's shared real-data subsets;
+   (images N×C×H×W uint8, labels 1-D integers) — the layout of the project's shared real-data
+   subsets. Files are read without pickle and every array is checked at load time
+   (:func:`load_npz`); an evaluation file (``eval_data``) may hold ``x_test, y_test`` only;
 2. ``R/<name>.npz`` and ``R/<name>-subset.npz``;
 3. torchvision's own folder under ``R`` (``cifar-10-batches-py``, ``cifar-100-python``, ``MNIST/raw``);
 4. a torchvision download into ``R`` (only when ``download=True``).
@@ -70,14 +72,26 @@ class ImageDataset:
         """(channels, height, width)."""
         return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
 
+    @property
+    def has_training_images(self) -> bool:
+        """False for an evaluation file (only ``x_test``/``y_test``; see :func:`load_npz`)."""
+        return len(self.y_train) > 0
+
+    def _require_training_images(self, purpose: str) -> None:
+        if not self.has_training_images:
+            raise ValueError(f"{self.source} holds test images only (x_test, y_test), so it has no {purpose}. "
+                             "Use it to replace a test split (eval_data, --eval-data), not as training data.")
+
     @cached_property
     def channel_mean(self) -> torch.Tensor:
         """Per-channel mean of the training images, on the 0–1 scale."""
+        self._require_training_images("training statistics")
         return self.x_train.float().mean(dim=(0, 2, 3)) / 255.0
 
     @cached_property
     def channel_std(self) -> torch.Tensor:
         """Per-channel standard deviation of the training images, on the 0–1 scale."""
+        self._require_training_images("training statistics")
         return (self.x_train.float() / 255.0).std(dim=(0, 2, 3)).clamp_min(1e-3)
 
     @cached_property
@@ -101,6 +115,7 @@ class ImageDataset:
             raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}.")
         if split == "test":
             return self.x_test, self.y_test
+        self._require_training_images(f"{split} split")
         key = (split, val_fraction)
         if key not in self._split_cache:
             order = torch.randperm(len(self.y_train), generator=torch.Generator().manual_seed(0))
@@ -156,7 +171,7 @@ def _find_or_download(name: str, root: Path, download: bool) -> ImageDataset:
     for path in npz_candidates:
         tried.append(str(path))
         if path.is_file():
-            return load_npz(path, name)
+            return load_npz(path, name, require_train=True)
     if root.suffix == ".npz":
         raise DatasetNotFoundError(_not_found_message(name, tried, download_error=None))
     tried.append(str(root / _TORCHVISION_FOLDERS[name]))
@@ -189,27 +204,122 @@ def _not_found_message(name: str, tried: list[str], download_error: str | None, 
     return "\n".join(lines)
 
 
-def load_npz(path: str | os.PathLike, name: str) -> ImageDataset:
-    """Load the shared ``.npz`` layout and check that its images fit dataset ``name``."""
-    with np.load(path) as arrays:
-        missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays.files)
-        if missing:
-            raise ValueError(f"{path} lacks the arrays {sorted(missing)}; expected x_train, y_train, x_test, y_test.")
-        tensors = {key: torch.from_numpy(np.ascontiguousarray(arrays[key])) for key in arrays.files}
+_NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def load_npz(path: str | os.PathLike, name: str, require_train: bool = False) -> ImageDataset:
+    """Load the shared ``.npz`` layout and check that every array fits dataset ``name``.
+
+    A file holding only ``x_test``/``y_test`` (an evaluation file, as ``--eval-data`` takes) is
+    accepted unless ``require_train``; its dataset then has no training images (``x_train`` and
+    ``y_train`` of length 0) and serves only the test split.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: a file that is not a plain, intact ``.npz`` (it is never unpickled), lacks
+            arrays, or holds arrays that do not fit ``name`` — naming the array and what was expected.
+    """
+    path = Path(path)
+    if name not in _EXPECTED_LAYOUT:
+        raise ValueError(f"{name!r} data is generated, not loaded from files: only {sorted(_EXPECTED_LAYOUT)} "
+                         f"read .npz files, so {path} cannot be used with it. Use an env on one of those datasets.")
+    arrays = read_npz_arrays(path)
+    _check_npz_arrays_present(path, set(arrays), require_train)
     expected_shape, num_classes = _EXPECTED_LAYOUT[name]
-    for split in ("train", "test"):
-        images, labels = tensors[f"x_{split}"], tensors[f"y_{split}"]
-        if images.dtype != torch.uint8 or tuple(images.shape[1:]) != expected_shape:
-            raise ValueError(
-                f"{path}: x_{split} is {images.dtype} {tuple(images.shape)}, but {name} needs uint8 images "
-                f"of shape (N, {', '.join(map(str, expected_shape))}). Is this the right file for {name}?"
-            )
-        if len(labels) != len(images) or int(labels.max()) >= num_classes or int(labels.min()) < 0:
-            raise ValueError(f"{path}: y_{split} must hold one label in 0..{num_classes - 1} per image.")
-    return ImageDataset(
-        name, tensors["x_train"], tensors["y_train"].long(), tensors["x_test"], tensors["y_test"].long(),
-        num_classes, str(path),
-    )
+    splits = [split for split in ("train", "test") if f"x_{split}" in arrays]
+    for split in splits:
+        _check_images(path, f"x_{split}", arrays[f"x_{split}"], expected_shape, name)
+        _check_labels(path, f"y_{split}", arrays[f"y_{split}"], len(arrays[f"x_{split}"]), num_classes, name)
+    tensors = {key: torch.from_numpy(np.ascontiguousarray(array)) for key, array in arrays.items()
+               if key.startswith("x_")}
+    tensors |= {key: torch.from_numpy(array.astype(np.int64)) for key, array in arrays.items() if key.startswith("y_")}
+    if "x_train" not in tensors:  # an evaluation file: no training images
+        tensors["x_train"] = torch.empty((0, *expected_shape), dtype=torch.uint8)
+        tensors["y_train"] = torch.empty(0, dtype=torch.int64)
+    return ImageDataset(name, tensors["x_train"], tensors["y_train"], tensors["x_test"], tensors["y_test"],
+                        num_classes, str(path))
+
+
+def read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of :data:`_NPZ_ARRAYS` that the ``.npz`` at ``path`` holds (others are ignored).
+
+    Loaded with ``allow_pickle=False``: a data file can never run code. Anything that is not an
+    intact ``.npz`` of plain arrays raises a one-line ValueError naming the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"No .npz file at {path}.")
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if not head:
+        raise ValueError(f"{path} is empty (0 bytes); expected an .npz archive (numpy.savez) of the arrays "
+                         f"{', '.join(_NPZ_ARRAYS)}.")
+    if head[:2] != b"PK":  # every zip archive, and so every .npz, starts with "PK"
+        kind = "a single .npy array" if head == b"\x93NUM" else "not a zip archive"
+        raise ValueError(f"{path} is {kind}; expected an .npz archive (numpy.savez) of the arrays "
+                         f"{', '.join(_NPZ_ARRAYS)}.")
+    current = "the archive"
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {}
+            for current in (key for key in _NPZ_ARRAYS if key in archive.files):
+                arrays[current] = archive[current]
+            return arrays
+    except ValueError as error:
+        if "allow_pickle" not in str(error):
+            raise ValueError(f"{path}: {current} cannot be read ({error}).") from error
+        # numpy's own message suggests allow_pickle; data files are never unpickled, so say what to save.
+        raise ValueError(f"{path}: {current} holds Python objects, which prune-gym never loads from data files; "
+                         "expected plain numeric arrays (uint8 images, integer labels).") from error
+    except Exception as error:  # noqa: BLE001 - BadZipFile, EOFError, zlib.error, OSError: a damaged file
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path} is damaged or truncated: reading {current} failed ({type(error).__name__}: "
+                         f"{reason}). Write the file again (numpy.savez).") from error
+
+
+def _check_npz_arrays_present(path: Path, present: set[str], require_train: bool) -> None:
+    """Test arrays always; training arrays when required or when either of the pair is there."""
+    required = {"x_test", "y_test"}
+    if require_train or present & {"x_train", "y_train"}:
+        required |= {"x_train", "y_train"}
+    missing = required - present
+    if not missing:
+        return
+    if require_train:
+        expected = "x_train, y_train, x_test, y_test (training needs the training images)"
+    else:
+        expected = "x_test, y_test (an evaluation file) or x_train, y_train, x_test, y_test"
+    raise ValueError(f"{path} lacks the arrays {sorted(missing)}; expected {expected}. It holds {sorted(present)}.")
+
+
+def _check_images(path: Path, key: str, images: np.ndarray, expected_shape: tuple[int, ...], name: str) -> None:
+    """uint8, N×C×H×W with (C, H, W) the dataset's, and at least one image."""
+    if images.dtype != np.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != expected_shape:
+        hint = " (0–1 floats convert with (x * 255).round().astype(np.uint8))" if images.dtype.kind == "f" else ""
+        raise ValueError(
+            f"{path}: {key} is {images.dtype} {tuple(images.shape)}, but {name} needs uint8 images "
+            f"of shape (N, {', '.join(map(str, expected_shape))}){hint}. Is this the right file for {name}?"
+        )
+    if len(images) == 0:
+        raise ValueError(f"{path}: {key} holds no images; expected at least one {name} image.")
+
+
+def _check_labels(path: Path, key: str, labels: np.ndarray, num_images: int, num_classes: int, name: str) -> None:
+    """A 1-D integer array, one class index in 0..num_classes-1 per image."""
+    expected = f"expected {num_images} integer class indices in 0..{num_classes - 1}, shape ({num_images},)"
+    if labels.ndim != 1:
+        hint = " (flatten with y.reshape(-1))" if labels.ndim == 2 and labels.shape[1:] == (1,) else ""
+        raise ValueError(f"{path}: {key} has shape {tuple(labels.shape)}; {expected}{hint}.")
+    if labels.dtype.kind not in "iu":
+        fractional = labels[np.modf(labels)[0] != 0] if labels.dtype.kind == "f" else labels[:0]
+        example = f" such as {fractional[0]}" if len(fractional) else ""
+        raise ValueError(f"{path}: {key} holds {labels.dtype} values{example}; {expected}. Save whole-number "
+                         "labels as integers (y.astype(np.int64)).")
+    if len(labels) != num_images:
+        raise ValueError(f"{path}: {key} has {len(labels)} labels but x_{key[2:]} has {num_images} images; "
+                         "expected one label per image.")
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        raise ValueError(f"{path}: {key} holds labels from {low} to {high}, but {name} has {num_classes} classes; "
+                         f"{expected}.")
 
 
 def _load_torchvision(name: str, root: Path, download: bool) -> ImageDataset:

@@ -21,7 +21,8 @@ LATENCY_IMAGES = 200  # batch-1 forward passes timed per configuration (after 20
 
 def rnp_images(env: Any, split: str, eval_data: str | None) -> tuple[torch.Tensor, torch.Tensor, str]:
     """uint8 images and labels to evaluate on: the env's dataset split, or ``x_test``/``y_test`` of
-    any ``.npz`` in the shared layout (normalised with the training data's statistics)."""
+    any ``.npz`` holding them (training arrays optional; normalised with the training data's
+    statistics)."""
     from prune_gym.data import load_npz
 
     dataset = env.dataset

@@ -16,16 +16,32 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from prune_gym.data import ImageDataset, normalize
+from prune_gym.progress import track_progress
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; anything else is passed to :class:`torch.device`."""
+    """``"auto"`` → CUDA when available, else CPU; anything else is passed to :class:`torch.device`.
+
+    Raises:
+        ValueError: an unknown device name, or a CUDA device this machine does not have (checked
+            here, so the error is one line at construction, not a traceback deep in a forward pass).
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"Unknown device {device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'.") from error
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={str(device)!r}, but there is no CUDA device; use 'cpu' or 'auto'.")
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"device={str(device)!r}, but this machine has {count} CUDA device(s) "
+                             f"(cuda:0..cuda:{count - 1}); use one of those, 'cpu' or 'auto'.")
+    return resolved
 
 
 # ----------------------------------------------------------------------------------------------
@@ -70,7 +86,8 @@ def train_loop(
     best_state: dict[str, torch.Tensor] | None = None
     evaluations_without_gain = 0
     started = time.perf_counter()
-    progress = tqdm(range(1, steps + 1), desc=description, unit="step", disable=None, leave=False)
+    # A bar on a terminal; without one (CI, nohup, cluster logs) a plain line every 30 s or so.
+    progress = track_progress(range(1, steps + 1), description, total=steps, unit="step")
     running_loss = None
     for step in progress:
         model.train()

@@ -105,7 +105,7 @@ class TrainedNetwork:
 
     state: dict[str, torch.Tensor]
     val_accuracy: float
-    val_loss: float
+    val_cross_entropy: float
     test_accuracy: float
     scores: list[np.ndarray]
     epochs: int
@@ -201,7 +201,7 @@ class _DropNetCore:
         def evaluate() -> dict[str, float]:
             scores = evaluate_classifier(model, self.x_val, self.y_val, self.dataset, self.device)
             return {"score": -scores["cross_entropy"], "val_accuracy": scores["accuracy"],
-                    "val_loss": scores["cross_entropy"]}
+                    "val_cross_entropy": scores["cross_entropy"]}
 
         result = train_loop(model, train_step, evaluate, settings.max_epochs * steps_per_epoch, steps_per_epoch,
                             patience=settings.patience, description=f"train {settings.network}")
@@ -378,13 +378,13 @@ class DropNetEnv(PruningEnv):
         new_keep = self._drop(action)
         reward = 0.0
         if any((old != new).any() for old, new in zip(self._keep, new_keep)):
-            previous_loss, previous_macs = self._trained.val_loss, self._macs
+            previous_loss, previous_macs = self._trained.val_cross_entropy, self._macs
             self._keep = new_keep
             self._trained = self._train(new_keep)
             self._macs = self._core.macs(new_keep)
             settings = self.settings
             reward = float(settings.mac_weight * (previous_macs - self._macs) / self._core.macs_full
-                           - settings.ce_weight * (self._trained.val_loss - previous_loss))
+                           - settings.ce_weight * (self._trained.val_cross_entropy - previous_loss))
         info = {**self._family_info(self._keep, self._trained), "action_name": name}
         terminated = bool(info["kappa_violated"] or not any(can_drop(self._keep, self.settings.min_units)))
         truncated = bool(not terminated and self._cycle >= self.settings.max_cycles)
@@ -429,7 +429,7 @@ class DropNetEnv(PruningEnv):
     def _accounting_of(self, keep: list[np.ndarray], trained: TrainedNetwork) -> Accounting:
         core = self._core
         return Accounting(macs=core.macs(keep), macs_full=core.macs_full, params=core.params(keep),
-                          params_full=core.params_full, cycle=self._cycle, cross_entropy=trained.val_loss,
+                          params_full=core.params_full, cycle=self._cycle, cross_entropy=trained.val_cross_entropy,
                           val_accuracy=trained.val_accuracy, test_accuracy=trained.test_accuracy)
 
     def _family_info(self, keep: list[np.ndarray], trained: TrainedNetwork) -> dict[str, Any]:
@@ -453,7 +453,7 @@ class DropNetEnv(PruningEnv):
         full = self._full
         observation[-GLOBAL_FEATURES:] = [
             figures.val_accuracy / max(full.val_accuracy, 1e-12),
-            figures.cross_entropy / max(full.val_loss, 1e-12),
+            figures.cross_entropy / max(full.val_cross_entropy, 1e-12),
             figures.macs / figures.macs_full,
             self._cycle / self.settings.max_cycles,
         ]
