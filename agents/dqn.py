@@ -26,13 +26,14 @@ from prune_gym.agents.dqn_common import (
     CommonDQNConfig,
     IterationCallback,
     QLearner,
+    RingReplay,
     bootstrap_values,
     epsilon_at,
     epsilon_greedy,
-    load_rng_state_dict,
+    load_trainer_state_dict,
     require_at_least,
-    rng_state_dict,
     train_loop,
+    trainer_state_dict,
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -87,11 +88,11 @@ def q_network_for(env: gym.Env, hidden_size: int) -> QNetwork:
 # Replay
 # ----------------------------------------------------------------------------------------------
 
-TRANSITION_FIELDS = ("obs", "next_obs", "actions", "rewards", "terminated")
 
+class TransitionReplay(RingReplay):
+    """Single transitions ``(s, a, r, s', terminated)``; ``capacity`` in transitions."""
 
-class TransitionReplay:
-    """Single transitions ``(s, a, r, s', terminated)``; a ring buffer of numpy arrays."""
+    fields = ("obs", "next_obs", "actions", "rewards", "terminated")
 
     def __init__(self, capacity: int, obs_size: int):
         self.obs = np.zeros((capacity, obs_size), dtype=np.float32)
@@ -108,21 +109,6 @@ class TransitionReplay:
         self.next_obs[row], self.terminated[row] = next_obs, float(terminated)
         self.position = (row + 1) % len(self.obs)
         self.size = min(len(self.obs), self.size + 1)
-
-    def sample(self, count: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        rows = rng.integers(self.size, size=count)
-        return {name: torch.from_numpy(getattr(self, name)[rows]) for name in TRANSITION_FIELDS}
-
-    def state_dict(self) -> dict[str, Any]:
-        """The stored transitions as tensors (what ``weights_only`` loading accepts)."""
-        return {**{name: torch.from_numpy(getattr(self, name)[: self.size].copy()) for name in TRANSITION_FIELDS},
-                "position": self.position, "size": self.size}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        size = int(state["size"])
-        for name in TRANSITION_FIELDS:
-            getattr(self, name)[:size] = torch.as_tensor(state[name]).numpy()
-        self.position, self.size = int(state["position"]), size
 
 
 # ----------------------------------------------------------------------------------------------
@@ -223,16 +209,10 @@ class DQNTrainer:
         An env cannot be restored mid-episode, so a checkpoint also ends the current episode here:
         the uninterrupted and the resumed run both start a fresh one after it."""
         self.episode_obs = None
-        return {"config": asdict(self.config), "seed": self.seed, "iteration": self.iteration,
-                **self.learner.state_dict(), "replay": self.replay.state_dict(), "rng": rng_state_dict(self.rng),
-                "metrics": list(self.metrics)}
+        return trainer_state_dict(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.iteration = int(state["iteration"])
-        self.learner.load_state_dict(state)
-        self.replay.load_state_dict(state["replay"])
-        load_rng_state_dict(self.rng, state["rng"])
-        self.metrics = list(state["metrics"])
+        load_trainer_state_dict(self, state)
         self.episode_obs = None
 
     def final_model(self) -> dict[str, Any]:

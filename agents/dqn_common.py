@@ -8,8 +8,9 @@ The agents themselves read top to bottom in their own files, as CleanRL's do:
 
 Here are only the pieces that are the same in both: the hyperparameters both have
 (:class:`CommonDQNConfig`, which each agent's config extends), the Double-DQN bootstrap, the
-Polyak target update and the gradient step (:class:`QLearner`), the ε schedule, the RNG states a
-checkpoint holds, and the loop that drives iterations, metrics, checkpoints and progress.
+Polyak target update and the gradient step (:class:`QLearner`), replay sampling and its checkpoint
+(:class:`RingReplay`), the ε schedule, the RNG states a checkpoint holds, and the loop that drives
+iterations, metrics, checkpoints and progress.
 """
 
 from __future__ import annotations
@@ -122,6 +123,36 @@ def coerce_numbers(config: Any) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# Replay storage
+# ----------------------------------------------------------------------------------------------
+
+
+class RingReplay:
+    """A ring buffer of numpy arrays, one per name in :attr:`fields`, whose first axis is the stored
+    item (a transition, an episode). Each agent's replay allocates the arrays and adds items; here
+    are sampling and the checkpoint (as tensors, which ``weights_only`` loading accepts)."""
+
+    fields: ClassVar[tuple[str, ...]] = ()
+    position: int = 0  # the row the next item goes to
+    size: int = 0  # rows filled
+
+    def sample(self, count: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """``count`` stored items drawn uniformly with replacement, as tensors by field."""
+        rows = rng.integers(self.size, size=count)
+        return {name: torch.from_numpy(getattr(self, name)[rows]) for name in self.fields}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**{name: torch.from_numpy(getattr(self, name)[: self.size].copy()) for name in self.fields},
+                "position": self.position, "size": self.size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        size = int(state["size"])
+        for name in self.fields:
+            getattr(self, name)[:size] = torch.as_tensor(state[name]).numpy()
+        self.position, self.size = int(state["position"]), size
+
+
+# ----------------------------------------------------------------------------------------------
 # Target and update
 # ----------------------------------------------------------------------------------------------
 
@@ -214,6 +245,23 @@ def load_rng_state_dict(rng: np.random.Generator, state: dict[str, Any]) -> None
     torch.set_rng_state(state["torch"])
 
 
+def trainer_state_dict(trainer: Trainer) -> dict[str, Any]:
+    """What both agents' checkpoints hold: config, seed, counters, networks and optimiser, replay,
+    RNG states and the metrics so far; an agent adds what is its own (RNP: the fine-tuned backbone)."""
+    return {"config": dataclasses.asdict(trainer.config), "seed": trainer.seed, "iteration": trainer.iteration,
+            **trainer.learner.state_dict(), "replay": trainer.replay.state_dict(), "rng": rng_state_dict(trainer.rng),
+            "metrics": list(trainer.metrics)}
+
+
+def load_trainer_state_dict(trainer: Trainer, state: dict[str, Any]) -> None:
+    """Restore what :func:`trainer_state_dict` saved."""
+    trainer.iteration = int(state["iteration"])
+    trainer.learner.load_state_dict(state)
+    trainer.replay.load_state_dict(state["replay"])
+    load_rng_state_dict(trainer.rng, state["rng"])
+    trainer.metrics = list(state["metrics"])
+
+
 def plain_data(value: Any) -> Any:
     """``value`` with numpy scalars and arrays turned into Python ints, floats and lists."""
     if isinstance(value, dict):
@@ -237,7 +285,10 @@ class Trainer(Protocol):
     """What :func:`train_loop` needs of an agent's trainer."""
 
     config: CommonDQNConfig
+    seed: int
     learner: QLearner
+    replay: RingReplay
+    rng: np.random.Generator
     iteration: int
     total_iterations: int
     metrics: list[dict[str, float]]

@@ -34,9 +34,9 @@ class ProgressLines:
     A line reads ``ppo: 384/768 step (50 %), 12 s, ~12 s left, return=-0.41 accuracy=0.82``."""
 
     def __init__(self, total: int, initial: int, description: str, unit: str, stream: TextIO,
-                 every_s: float = LINE_EVERY_S):
+                 every_s: float | None = None):
         self.total, self.n, self.description, self.unit = total, initial, description, unit
-        self.stream, self.every_s = stream, every_s
+        self.stream, self.every_s = stream, LINE_EVERY_S if every_s is None else every_s
         self.initial = initial
         self.started = self.last_line = time.monotonic()
         self.postfix: dict[str, Any] = {}

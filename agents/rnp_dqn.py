@@ -39,14 +39,15 @@ from prune_gym.agents.dqn_common import (
     CommonDQNConfig,
     IterationCallback,
     QLearner,
+    RingReplay,
     bootstrap_values,
     epsilon_at,
     epsilon_greedy,
-    load_rng_state_dict,
+    load_trainer_state_dict,
     require_at_least,
     require_positive,
-    rng_state_dict,
     train_loop,
+    trainer_state_dict,
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -129,12 +130,11 @@ def q_network_for(runtime: Any, hidden_size: int) -> RNPQNetwork:
 # Replay
 # ----------------------------------------------------------------------------------------------
 
-EPISODE_FIELDS = ("obs", "actions", "rewards")
 
+class EpisodeReplay(RingReplay):
+    """Whole fixed-length episodes (``D`` decisions); ``capacity`` in episodes."""
 
-class EpisodeReplay:
-    """Whole fixed-length episodes (``D`` decisions); a ring buffer of numpy arrays, ``capacity``
-    in episodes."""
+    fields = ("obs", "actions", "rewards")
 
     def __init__(self, capacity: int, length: int, obs_size: int):
         self.obs = np.zeros((capacity, length, obs_size), dtype=np.float32)
@@ -150,21 +150,6 @@ class EpisodeReplay:
         self.obs[rows], self.actions[rows], self.rewards[rows] = obs, actions, rewards
         self.position = int((self.position + len(obs)) % capacity)
         self.size = min(capacity, self.size + len(obs))
-
-    def sample(self, count: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        rows = rng.integers(self.size, size=count)
-        return {name: torch.from_numpy(getattr(self, name)[rows]) for name in EPISODE_FIELDS}
-
-    def state_dict(self) -> dict[str, Any]:
-        """The stored episodes as tensors (what ``weights_only`` loading accepts)."""
-        return {**{name: torch.from_numpy(getattr(self, name)[: self.size].copy()) for name in EPISODE_FIELDS},
-                "position": self.position, "size": self.size}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        size = int(state["size"])
-        for name in EPISODE_FIELDS:
-            getattr(self, name)[:size] = torch.as_tensor(state[name]).numpy()
-        self.position, self.size = int(state["position"]), size
 
 
 # ----------------------------------------------------------------------------------------------
@@ -323,16 +308,10 @@ class RNPDQNTrainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs to continue exactly where this one is (tensors and plain data)."""
-        return {"config": asdict(self.config), "seed": self.seed, "iteration": self.iteration,
-                **self.learner.state_dict(), "replay": self.replay.state_dict(), "rng": rng_state_dict(self.rng),
-                "metrics": list(self.metrics), "backbone": self.env.backbone_state_dict()}
+        return {**trainer_state_dict(self), "backbone": self.env.backbone_state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.iteration = int(state["iteration"])
-        self.learner.load_state_dict(state)
-        self.replay.load_state_dict(state["replay"])
-        load_rng_state_dict(self.rng, state["rng"])
-        self.metrics = list(state["metrics"])
+        load_trainer_state_dict(self, state)
         self.env.load_backbone_state_dict(state["backbone"])
 
     def final_model(self) -> dict[str, Any]:

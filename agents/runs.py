@@ -441,6 +441,8 @@ def _resume_run(run_dir: Path, request: dict[str, Any], callback: Callable[..., 
     if not has_checkpoint(run_dir):
         logger.info("%s has no checkpoint yet (it stopped before its first): starting it over with its settings.",
                     run_dir)
+    elif not longer and any((run_dir / name).exists() for name in ("final_model.pt", "final_model.zip")):
+        logger.info("%s has already finished; nothing to train (a larger --timesteps trains it longer).", run_dir)
     start = _prepare_training(run_dir, config, resume=True, callback=callback)
     if longer:
         write_config(run_dir, config)

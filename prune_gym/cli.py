@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE")
     train.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY=VALUE",
-                       help="override agents/hyperparams/ALGO.yml values")
+                       help="override the YAML's values (agents/hyperparams/ALGO.yml; for rnp-dqn, "
+                            "its config dataclasses' defaults); checked before anything is written")
     train.set_defaults(run=command_train)
 
     evaluate = commands.add_parser("evaluate", help="accuracy, MACs and latency of a trained run")
