@@ -469,8 +469,8 @@ def _refuse_conflicts(run_dir: Path, config: dict[str, Any], request: dict[str, 
                                  f"{repr(stored[name]) if name in stored else 'not set'})")
     if conflicts:
         raise ResumeConflictError(
-            f"--resume continues {run_dir} exactly as it was started, but {'; '.join(conflicts)}. Leave them out "
-            "to continue the run, or train a new run with another --out.")
+            f"--resume continues {run_dir} exactly as it was started, but got {'; '.join(conflicts)}. Leave out "
+            "what differs to continue the run, or train a new run with another --out.")
 
 
 def _with_requested_length(run_dir: Path, config: dict[str, Any], request: dict[str, Any]) -> tuple[dict, bool]:

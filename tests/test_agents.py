@@ -150,6 +150,25 @@ def test_rnp_dqn_trains_on_the_native_vector_env_and_fine_tunes_the_backbone():
     assert all(0.0 <= row["accuracy"] <= 1.0 and row["macs"] > 0 for row in rows)
 
 
+def test_rnp_agent_initial_weights_depend_on_the_seed_alone(monkeypatch):
+    """Loading a backbone reseeds torch; the agent seeds after it, so neither the cache state (a
+    fresh process reads the disk cache, a later run reuses this process's copy) nor the load sets
+    the network's initial weights — before, every seed started from the same weights."""
+    from prune_gym import pretraining
+
+    config = RNPDQNConfig(timesteps=48, **TINY_DQN)
+
+    def initial_weights(seed, fresh_process):
+        if fresh_process:
+            monkeypatch.setattr(pretraining, "_PRETRAINED", {})
+        trainer = RNPDQNTrainer(make_training_env("RNP-Synthetic-v0", SYNTHETIC, config), config, seed=seed)
+        return trainer.learner.online.decoder.weight.detach().clone()
+
+    first = initial_weights(0, fresh_process=True)
+    torch.testing.assert_close(initial_weights(0, fresh_process=False), first, rtol=0, atol=0)
+    assert not torch.equal(initial_weights(1, fresh_process=True), first)
+
+
 def _final_state(run_dir):
     state = torch.load(run_dir / "final_model.pt", weights_only=True)  # run files hold tensors and plain data only
     checkpoint = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
