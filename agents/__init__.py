@@ -1,12 +1,17 @@
 """Learning agents for prune-gym environments.
 
-* :mod:`prune_gym.agents.dqn` — the custom DQN: RNP's decision network (per-layer encoders, one shared GRU,
-  one decoder) trained on the native batched RNP env with alternating backbone fine-tuning, and an
-  MLP Q-network for any other ``Discrete`` env.
+* ``--algo rnp-dqn``, the custom DQN, is two agents, each in its own file; the env id's family picks one:
+
+  * :mod:`prune_gym.agents.rnp_dqn` — RNP's decision network (per-layer encoders, one shared GRU, one
+    decoder) trained on the native batched RNP env with alternating backbone fine-tuning (RNP ids);
+  * :mod:`prune_gym.agents.dqn` — an MLP Q-network on single transitions (any other ``Discrete`` env);
+  * :mod:`prune_gym.agents.dqn_common` — what both share (Double-DQN target, target update, ε schedule,
+    RNG checkpoint, the training loop).
 * :mod:`prune_gym.agents.sb3` — Stable-Baselines3 DQN/PPO/A2C (``Discrete``) and SAC/TD3 (``Box``).
 * :mod:`prune_gym.agents.runs` — run directories (``prune-gym train``), hyperparameters from
   ``agents/hyperparams/<algo>.yml`` (RL-zoo layout), and loading a trained policy.
 * :mod:`prune_gym.agents.evaluate` — ``prune-gym evaluate``.
+* :mod:`prune_gym.agents.progress` — progress bars on a terminal, periodic lines without one.
 """
 
 # What `prune-gym train --algo` accepts; here so the command line can list them without importing torch.

@@ -15,7 +15,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from prune_gym.agents.runs import load_agent_policy, load_rnp_decider, read_config
+from prune_gym.agents.runs import load_agent_policy, load_rnp_decider, read_config, run_identity
 from prune_gym.evaluation import evaluate_rnp_policy, rnp_images
 from prune_gym.registry import is_family
 
@@ -28,6 +28,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", eval_data: str | None
 
     config = read_config(run_dir)
     env_id, env_kwargs = config["env_id"], dict(config["env_kwargs"])
+    if eval_data is not None:
+        check_eval_data_fits(run_dir, config, eval_data)
     if is_family(env_id, "RNP"):
         kwargs = {**get_entry(env_id).kwargs, **env_kwargs}
         env = gym.make(env_id, **env_kwargs).unwrapped
@@ -52,3 +54,14 @@ def evaluate_run(run_dir: str | Path, split: str = "test", eval_data: str | None
     keys = sorted(set().union(*finals))
     return {"run": str(run_dir), "env_id": env_id, "algo": config["algo"], "episodes": episodes,
             **{key: float(np.mean([row[key] for row in finals if key in row])) for key in keys}}
+
+
+def check_eval_data_fits(run_dir: str | Path, config: dict[str, Any], eval_data: str) -> None:
+    """``--eval-data`` holds real images of the run's dataset; a run trained on generated
+    (synthetic) images has no such dataset, and its figures on another one would mean nothing."""
+    dataset = run_identity(config).get("dataset")
+    if dataset == "synthetic":
+        raise ValueError(
+            f"Run {run_dir} was trained on synthetic images ({config['env_id']}), so --eval-data {eval_data} would "
+            "score it on images from another distribution. Evaluate it on its own images (--split test, val or "
+            "train), or use --eval-data with a run trained on mnist, cifar10 or cifar100.")

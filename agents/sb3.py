@@ -4,11 +4,20 @@ RNP ids train on the native batched vector env through :class:`~prune_gym.envs.s
 (no Python loop over single envs); every other id through SB3's ``DummyVecEnv``. Both are wrapped in
 ``VecMonitor`` with the env's accounting from ``info`` (MACs, correctness or accuracy), so episode
 statistics and tensorboard curves carry them. Hyperparameters come from ``agents/hyperparams/<algo>.yml``
-(see :func:`prune_gym.agents.hyperparams.load_hyperparams`).
+(see :func:`prune_gym.agents.runs.load_hyperparams`) and are checked against the algorithm's
+constructor (:func:`constructor_kwargs`) before anything is built.
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
+import logging
+import math
+import types
+import typing
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +27,14 @@ from gymnasium import spaces
 from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback, EvalCallback
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.type_aliases import TrainFrequencyUnit
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecMonitor
+
+from prune_gym.agents.dqn_common import HyperparameterError
+from prune_gym.agents.progress import progress_bar
+
+logger = logging.getLogger("prune_gym")
 
 SB3_ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"dqn": DQN, "ppo": PPO, "a2c": A2C, "sac": SAC, "td3": TD3}
 # Which action spaces each algorithm is offered for (PPO/A2C could do Box too, but no prune-gym env needs it).
@@ -27,8 +43,135 @@ ACTION_SPACES: dict[str, type[spaces.Space]] = {
 }
 # Per-episode accounting copied from the final info into the monitor's episode records.
 INFO_KEYWORDS = ("macs", "macs_full", "correct", "test_accuracy", "val_accuracy")
+# The columns of an SB3 run's metrics.csv: one row per finished episode.
+METRICS_COLUMNS = ("timesteps", "return", "length", *INFO_KEYWORDS)
+
+# ----------------------------------------------------------------------------------------------
+# Hyperparameters: checked against the algorithm's constructor
+# ----------------------------------------------------------------------------------------------
+
 # Keys of the hyperparameter files that prune-gym reads itself; the rest go to the constructor.
-RUNNER_KEYS = ("n_timesteps", "n_envs")
+RUNNER_KEYS: dict[str, type] = {"n_timesteps": int, "n_envs": int}
+# Constructor arguments prune-gym sets itself (the run's seed, directory and quiet logging).
+RESERVED_KEYS = ("env", "seed", "tensorboard_log", "verbose", "_init_setup_model")
+# Ranges SB3 does not check up front (it fails later, deep inside a rollout buffer or a schedule).
+AT_LEAST = {"n_timesteps": 1, "n_envs": 1, "n_steps": 1, "batch_size": 1, "n_epochs": 1, "buffer_size": 1,
+            "target_update_interval": 1, "policy_delay": 1, "learning_starts": 0}
+POSITIVE = ("learning_rate", "max_grad_norm", "clip_range")
+NON_NEGATIVE = ("ent_coef", "vf_coef")
+FRACTIONS = ("gamma", "gae_lambda", "tau", "exploration_fraction", "exploration_initial_eps", "exploration_final_eps")
+
+
+def constructor_kwargs(algo: str, hyperparams: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments for ``algo``'s constructor from a run's hyperparameters (without the
+    runner's own ``n_timesteps``/``n_envs``); an unknown key, a value of the wrong type or out of
+    range is a :class:`HyperparameterError` naming it."""
+    parameters = inspect.signature(SB3_ALGORITHMS[algo].__init__).parameters
+    accepted = {name: parameter.annotation for name, parameter in parameters.items()
+                if name not in ("self", *RESERVED_KEYS)}
+    reserved = sorted(set(hyperparams) & set(RESERVED_KEYS))
+    if reserved:
+        raise HyperparameterError(f"{algo} hyperparameters {reserved} are set by prune-gym (the seed with "
+                                  "--seed, logging into the run directory); remove them.")
+    unknown = sorted(set(hyperparams) - set(accepted) - set(RUNNER_KEYS))
+    if unknown:
+        raise HyperparameterError(f"Unknown {algo} hyperparameters {unknown}; {SB3_ALGORITHMS[algo].__name__} "
+                                  f"takes {sorted(accepted)}, and prune-gym reads {sorted(RUNNER_KEYS)}.")
+    for name, value in hyperparams.items():
+        expected = RUNNER_KEYS.get(name, accepted.get(name))
+        if not value_fits(value, expected):
+            raise HyperparameterError(f"{algo} hyperparameter {name}={value!r} must be {describe(expected)}; "
+                                      f"set it with --hyperparams {name}=VALUE.")
+        check_range(algo, name, value)
+    return {name: as_constructor_value(value, accepted[name]) for name, value in hyperparams.items()
+            if name not in RUNNER_KEYS}
+
+
+def check_range(algo: str, name: str, value: Any) -> None:
+    """Refuse numbers SB3 would accept here and fail on later (or train nonsense with)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return  # a schedule, "auto", a list: SB3 checks those itself
+    problem = None
+    if name in AT_LEAST and value < AT_LEAST[name]:
+        problem = f"must be ≥ {AT_LEAST[name]}"
+    elif name in POSITIVE and not (math.isfinite(value) and value > 0):
+        problem = "must be a positive number"
+    elif name in NON_NEGATIVE and not value >= 0:
+        problem = "must be ≥ 0"
+    elif name in FRACTIONS and not 0 <= value <= 1:
+        problem = "must lie in [0, 1]"
+    if problem:
+        raise HyperparameterError(f"{algo} hyperparameter {name}={value!r} {problem}; "
+                                  f"set it with --hyperparams {name}=VALUE.")
+
+
+def union_members(hint: Any) -> tuple[Any, ...]:
+    """``int | None`` → ``(int, NoneType)``; any other hint → ``(hint,)``."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return typing.get_args(hint)
+    return (hint,)
+
+
+def value_fits(value: Any, hint: Any) -> bool:
+    """Whether a value from YAML or the command line (numbers, strings, lists, dicts, null) can be
+    passed where the constructor's annotation ``hint`` asks for it; unknown kinds of hint pass."""
+    if hint is inspect.Parameter.empty or hint is Any:
+        return True
+    members = union_members(hint)
+    if len(members) > 1:
+        return any(value_fits(value, member) for member in members)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is tuple:
+        return (isinstance(value, (list, tuple)) and len(value) == len(args)
+                and all(value_fits(item, arg) for item, arg in zip(value, args)))
+    if origin is type:
+        return isinstance(value, type)
+    if hint is Callable or origin is Callable:
+        return callable(value)
+    if origin is not None:
+        return isinstance(value, origin)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def describe(hint: Any) -> str:
+    """``float | Callable[[float], float]`` → ``"a number or a schedule function"``."""
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+    members = union_members(hint)
+    if len(members) > 1:
+        return " or ".join(dict.fromkeys(describe(member) for member in members))
+    origin = typing.get_origin(hint)
+    if hint in names:
+        return names[hint]
+    if origin is tuple:
+        return f"a list [{', '.join(describe(arg) for arg in typing.get_args(hint))}]"
+    if origin is dict or hint is dict:
+        return "a mapping such as {\"net_arch\": [64, 64]}"
+    if hint is Callable or origin is Callable:
+        return "a schedule function"
+    if origin is type:
+        return "a class"
+    return f"a {getattr(hint, '__name__', hint)}"
+
+
+def as_constructor_value(value: Any, hint: Any) -> Any:
+    """A copy for the constructor (A2C adds its optimiser class to ``policy_kwargs`` in place, which
+    must not reach ``config.json``); JSON has no tuples, so a list becomes the tuple an annotation
+    like ``int | tuple[int, str]`` wants."""
+    wants_tuple = any(typing.get_origin(member) is tuple for member in union_members(hint))
+    return tuple(value) if isinstance(value, list) and wants_tuple else copy.deepcopy(value)
+
+
+# ----------------------------------------------------------------------------------------------
+# Environments
+# ----------------------------------------------------------------------------------------------
 
 
 def check_action_space(algo: str, action_space: spaces.Space, env_id: str) -> None:
@@ -74,21 +217,57 @@ class FillAccountingKeys(VecEnvWrapper):
         return observations, rewards, dones, infos
 
 
-class ProgressBarCallback(BaseCallback):
-    """A tqdm bar over timesteps with the recent mean return, accuracy and MACs per image."""
+def _eval_kwargs(env_id: str) -> dict[str, Any]:
+    """The eval callback scores RNP policies on the validation images, never the test split."""
+    from prune_gym.registry import is_family
 
-    def __init__(self, total: int):
+    return {"split": "val"} if is_family(env_id, "RNP") else {}
+
+
+# ----------------------------------------------------------------------------------------------
+# Callbacks: progress and metrics
+# ----------------------------------------------------------------------------------------------
+
+
+def rollout_timesteps(model: BaseAlgorithm) -> int | None:
+    """Timesteps SB3 collects between two checks of its budget (None where episodes decide it)."""
+    if isinstance(model, OnPolicyAlgorithm):
+        return model.n_steps * model.n_envs
+    train_freq = getattr(model, "train_freq", None)
+    if train_freq is not None and train_freq.unit == TrainFrequencyUnit.STEP:
+        return train_freq.frequency * model.n_envs
+    return None
+
+
+def planned_timesteps(model: BaseAlgorithm, requested_total: int) -> int:
+    """The ``num_timesteps`` SB3 will end at: it collects whole rollouts, so it rounds the requested
+    total up to a whole number of them (600 requested with PPO's 384-step rollouts → 768)."""
+    start, chunk = model.num_timesteps, rollout_timesteps(model)
+    if chunk is None or requested_total <= start:
+        return max(requested_total, start)
+    return start + math.ceil((requested_total - start) / chunk) * chunk
+
+
+class ProgressBarCallback(BaseCallback):
+    """Progress over the timesteps that will actually run, with the recent mean return, accuracy
+    and MACs per image (a bar on a terminal, periodic lines otherwise)."""
+
+    def __init__(self) -> None:
         super().__init__()
-        self.total = total
         self.bar: Any = None
 
     def _on_training_start(self) -> None:
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=self.total, initial=self.model.num_timesteps, desc=type(self.model).__name__.lower(),
-                        unit="step", dynamic_ncols=True)
+        requested = int(self.locals["total_timesteps"])
+        total = planned_timesteps(self.model, requested)
+        name = type(self.model).__name__
+        if total != requested:
+            logger.info("%s collects whole rollouts of %d timesteps, so it runs to %d timesteps (%d requested).",
+                        name, rollout_timesteps(self.model), total, requested)
+        self.bar = progress_bar(total, self.model.num_timesteps, name.lower(), "step")
 
     def _on_step(self) -> bool:
+        # Clamped: with episode-based training frequencies the end is not known in advance.
+        self.bar.total = max(self.bar.total, self.model.num_timesteps)
         self.bar.update(self.model.num_timesteps - self.bar.n)
         episodes = list(self.model.ep_info_buffer or [])[-100:]
         if episodes:
@@ -104,80 +283,137 @@ class ProgressBarCallback(BaseCallback):
         self.bar.close()
 
 
-class EpisodeMetricsCallback(BaseCallback):
-    """Logs the monitor's per-episode accounting (accuracy, MACs) to tensorboard and ``metrics.csv``."""
+RowWriter = Callable[[list[dict[str, float]]], None]
 
-    def __init__(self, rows: list[dict[str, float]]):
+
+class EpisodeMetricsCallback(BaseCallback):
+    """One row per finished episode (timesteps, return, length, accounting), handed to
+    ``write_rows`` after every rollout — so a killed run keeps what it logged — and the recent
+    means of the accounting to tensorboard."""
+
+    def __init__(self, write_rows: RowWriter):
         super().__init__()
-        self.rows = rows
-        self.seen = 0
+        self.write_rows = write_rows
+        self.pending: list[dict[str, float]] = []
+        self.recent: deque[dict[str, float]] = deque(maxlen=256)
 
     def _on_step(self) -> bool:
         for info in self.locals.get("infos", []):
             episode = info.get("episode")
             if episode is None:
                 continue
-            self.seen += 1
             row = {"timesteps": self.num_timesteps, "return": float(episode["r"]), "length": int(episode["l"])}
             row.update({key: float(info[key]) for key in INFO_KEYWORDS if info.get(key) is not None})
-            self.rows.append(row)
-        if self.rows:
-            recent = self.rows[-256:]
-            for key in ("correct", "macs", "test_accuracy"):
-                values = [row[key] for row in recent if key in row]
-                if values:
-                    self.logger.record(f"prune_gym/{'accuracy' if key == 'correct' else key}", float(np.mean(values)))
+            self.pending.append(row)
+            self.recent.append(row)
+        for key in ("correct", "macs", "test_accuracy"):
+            values = [row[key] for row in self.recent if key in row]
+            if values:
+                self.logger.record(f"prune_gym/{'accuracy' if key == 'correct' else key}", float(np.mean(values)))
         return True
 
+    def _on_rollout_end(self) -> None:
+        self.flush()
 
-def train_sb3(env_id: str, algo: str, hyperparams: dict[str, Any], env_kwargs: dict[str, Any], seed: int,
-              run_dir: Path, resume_from: Path | None, metrics: list[dict[str, float]]) -> BaseAlgorithm:
-    """Train (or continue) ``algo`` on ``env_id``; checkpoints, tensorboard and the eval callback go under
-    ``run_dir``. Returns the trained model (also saved as ``run_dir/final_model.zip``)."""
-    settings = dict(hyperparams)
-    timesteps = int(settings.pop("n_timesteps"))
-    n_envs = int(settings.pop("n_envs"))
-    policy = settings.pop("policy", "MlpPolicy")
-    env = make_sb3_env(env_id, env_kwargs, n_envs, seed)
-    check_action_space(algo, env.action_space, env_id)
-    eval_env = make_sb3_env(env_id, {**env_kwargs, **_eval_kwargs(env_id)}, n_envs, seed + 10_000)
-    algorithm = SB3_ALGORITHMS[algo]
-    if resume_from is not None:
-        model = algorithm.load(resume_from, env=env, tensorboard_log=str(run_dir / "tb"))
-        buffer = resume_from.with_name(f"model_replay_buffer_{model.num_timesteps}_steps.pkl")
-        if hasattr(model, "load_replay_buffer") and buffer.exists():
-            model.load_replay_buffer(buffer)
-    else:
-        model = algorithm(policy, env, seed=seed, tensorboard_log=str(run_dir / "tb"), verbose=0, **settings)
-    # Save often enough for a killed run to lose little, never more often than every 10 % of the run.
-    save_every = max(1, timesteps // (10 * n_envs))
-    callbacks = CallbackList([
-        ProgressBarCallback(timesteps),
-        EpisodeMetricsCallback(metrics),
-        CheckpointCallback(save_every, str(run_dir / "checkpoints"), name_prefix="model",
-                           save_replay_buffer=hasattr(model, "replay_buffer")),
-        EvalCallback(eval_env, n_eval_episodes=max(1, min(n_envs, 16)), eval_freq=save_every,
-                     best_model_save_path=str(run_dir / "best"), log_path=str(run_dir / "eval"), verbose=0),
-    ])
-    # SB3 counts total_timesteps on top of the loaded model's when it does not reset them.
-    remaining = timesteps if resume_from is None else max(0, timesteps - model.num_timesteps)
-    model.learn(total_timesteps=remaining, callback=callbacks, tb_log_name=algo,
-                reset_num_timesteps=resume_from is None)
-    model.save(run_dir / "final_model.zip")
-    env.close()
-    eval_env.close()
-    return model
+    def _on_training_end(self) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.write_rows(self.pending)
+            self.pending = []
 
 
-def _eval_kwargs(env_id: str) -> dict[str, Any]:
-    """The eval callback scores RNP policies on the validation images, never the test split."""
-    from prune_gym.registry import is_family
+# ----------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------
 
-    return {"split": "val"} if is_family(env_id, "RNP") else {}
+
+def checkpoint_path(run_dir: Path, timesteps: int) -> Path:
+    """Where SB3's ``CheckpointCallback`` (prefix ``model``) saves the model at ``timesteps``."""
+    return run_dir / "checkpoints" / f"model_{timesteps}_steps.zip"
+
+
+def replay_buffer_path(checkpoint: Path, timesteps: int) -> Path:
+    return checkpoint.with_name(f"model_replay_buffer_{timesteps}_steps.pkl")
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The newest ``checkpoints/model_<steps>_steps.zip`` of an SB3 run, if any."""
-    candidates = sorted((run_dir / "checkpoints").glob("model_*_steps.zip"),
-                        key=lambda path: int(path.stem.split("_")[1]))
-    return candidates[-1] if candidates else None
+    return max((run_dir / "checkpoints").glob("model_*_steps.zip"), key=checkpoint_timesteps, default=None)
+
+
+def checkpoint_timesteps(path: Path) -> int:
+    """``model_600_steps.zip`` → 600."""
+    return int(path.stem.split("_")[1])
+
+
+class SB3Training:
+    """An SB3 run, built (and so validated) before anything is written, then trained by :meth:`SB3Training.run`.
+
+    Args:
+        config: the run's ``config.json`` (env id, algo, seed, env kwargs, hyperparameters).
+        run_dir: checkpoints, tensorboard logs, eval results and the final model go here.
+        resume_from: a checkpoint to continue from (its replay buffer too, where saved).
+        load_model: ``load_model(path, algorithm, **kwargs)`` loads a saved model (the run directory
+            layer turns unreadable files into one-line errors).
+    """
+
+    def __init__(self, config: dict[str, Any], run_dir: Path, resume_from: Path | None,
+                 load_model: Callable[..., BaseAlgorithm]):
+        env_id, algo, seed = config["env_id"], config["algo"], config["seed"]
+        hyperparams, env_kwargs = config["hyperparams"], config["env_kwargs"]
+        settings = constructor_kwargs(algo, hyperparams)
+        policy = settings.pop("policy", "MlpPolicy")
+        self.algo, self.run_dir = algo, run_dir
+        self.timesteps, self.n_envs = int(hyperparams["n_timesteps"]), int(hyperparams["n_envs"])
+        self.env = make_sb3_env(env_id, env_kwargs, self.n_envs, seed)
+        check_action_space(algo, self.env.action_space, env_id)
+        self.eval_env = make_sb3_env(env_id, {**env_kwargs, **_eval_kwargs(env_id)}, self.n_envs, seed + 10_000)
+        algorithm = SB3_ALGORITHMS[algo]
+        self.resumed = resume_from is not None
+        if resume_from is not None:
+            self.model = load_model(resume_from, algorithm, env=self.env, tensorboard_log=str(run_dir / "tb"))
+            buffer = replay_buffer_path(resume_from, self.model.num_timesteps)
+            if hasattr(self.model, "load_replay_buffer") and buffer.exists():
+                self.model.load_replay_buffer(buffer)
+        else:
+            try:
+                self.model = algorithm(policy, self.env, seed=seed, tensorboard_log=str(run_dir / "tb"), verbose=0,
+                                       **settings)
+            except (AssertionError, ValueError, TypeError) as error:  # SB3's own checks of the values
+                raise HyperparameterError(f"{algo} refused the hyperparameters {hyperparams}: {error}") from None
+
+    def run(self, write_rows: RowWriter) -> BaseAlgorithm:
+        """Train to ``n_timesteps``; saves ``final_model.zip`` and a last checkpoint; returns the model."""
+        model, run_dir, n_envs = self.model, self.run_dir, self.n_envs
+        # Save often enough for a killed run to lose little, never more often than every 10 % of the run.
+        save_every = max(1, self.timesteps // (10 * n_envs))
+        callbacks = CallbackList([
+            ProgressBarCallback(),
+            EpisodeMetricsCallback(write_rows),
+            CheckpointCallback(save_every, str(run_dir / "checkpoints"), name_prefix="model",
+                               save_replay_buffer=hasattr(model, "replay_buffer")),
+            EvalCallback(self.eval_env, n_eval_episodes=max(1, min(n_envs, 16)), eval_freq=save_every,
+                         best_model_save_path=str(run_dir / "best"), log_path=str(run_dir / "eval"), verbose=0),
+        ])
+        # SB3 counts total_timesteps on top of the loaded model's when it does not reset them.
+        remaining = max(0, self.timesteps - model.num_timesteps) if self.resumed else self.timesteps
+        try:
+            model.learn(total_timesteps=remaining, callback=callbacks, tb_log_name=self.algo,
+                        reset_num_timesteps=not self.resumed)
+            model.save(run_dir / "final_model.zip")
+            self.save_last_checkpoint()
+        finally:
+            self.env.close()
+            self.eval_env.close()
+        return model
+
+    def save_last_checkpoint(self) -> None:
+        """A checkpoint at the final timestep too, so "train longer" continues from the end of the run."""
+        model = self.model
+        path = checkpoint_path(self.run_dir, model.num_timesteps)
+        if not path.exists():
+            model.save(path)
+            if hasattr(model, "save_replay_buffer") and getattr(model, "replay_buffer", None) is not None:
+                model.save_replay_buffer(replay_buffer_path(path, model.num_timesteps))

@@ -112,7 +112,9 @@ def command_train(args: argparse.Namespace) -> None:
         raise SystemExit("--resume needs --out RUN_DIR (the run to continue).")
     if args.env_id is None and not args.resume:
         raise SystemExit("train needs ENV_ID (or --resume --out RUN_DIR).")
-    run_dir = train_run(args.env_id or "", args.algo, timesteps=args.timesteps, seed=args.seed, out=args.out,
+    # ENV_ID, --algo, --seed, --env-kwargs and --hyperparams left out (None, empty) mean "not given":
+    # a new run takes the defaults, a resumed run its own values (given ones must agree with them).
+    run_dir = train_run(args.env_id, args.algo, timesteps=args.timesteps, seed=args.seed, out=args.out,
                         resume=args.resume, env_kwargs=parse_env_kwargs(args.env_kwargs),
                         hyperparams=parse_env_kwargs(args.hyperparams))
     print(f"run written to {run_dir}; evaluate it with `prune-gym evaluate {run_dir}`")
@@ -175,14 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train an agent (custom rnp-dqn or Stable-Baselines3)")
     train.add_argument("env_id", nargs="?", help="registered env id (not needed with --resume)")
-    train.add_argument("--algo", choices=ALGORITHMS, default="rnp-dqn")
-    train.add_argument("--timesteps", type=int, help="transitions to train (default: the YAML's)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--algo", choices=ALGORITHMS, help="default rnp-dqn (with --resume: the run's)")
+    train.add_argument("--timesteps", type=int,
+                       help="transitions to train (default: the YAML's; with --resume a larger value trains longer)")
+    train.add_argument("--seed", type=int, help="default 0 (with --resume: the run's)")
     train.add_argument("--out", help="run directory (default runs/ENV_ID-ALGO-sSEED)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE")
     train.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY=VALUE",
-                       help="override agents/hyperparams/ALGO.yml values")
+                       help="override the YAML's values (agents/hyperparams/ALGO.yml; for rnp-dqn, "
+                            "its config dataclasses' defaults); checked before anything is written")
     train.set_defaults(run=command_train)
 
     evaluate = commands.add_parser("evaluate", help="accuracy, MACs and latency of a trained run")

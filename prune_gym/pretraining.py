@@ -307,13 +307,17 @@ def pretrained_backbone(
     target = resolve_device(device)
     memo = f"{path}@{target}"
     if memo not in _PRETRAINED:
-        model = build_backbone(request, dataset)
-        metrics = read_cache(path, key, model)
-        if metrics is None:
-            logger.info("Pretraining %s on %s (%d steps; minutes on a CPU), then caching it at %s",
-                        request.backbone, dataset.name, request.budget.steps, path)
-            metrics = pretrain_grouped_cnn(model, dataset, request.budget, request.seed, target, request.val_fraction)
-            write_cache(path, key, model, metrics)
+        # Building and pretraining seed torch with the backbone's seed; the caller's random stream
+        # (an agent's initial weights, say) must not depend on whether a backbone was loaded here.
+        with torch.random.fork_rng(devices=[target] if target.type == "cuda" else []):
+            model = build_backbone(request, dataset)
+            metrics = read_cache(path, key, model)
+            if metrics is None:
+                logger.info("Pretraining %s on %s (%d steps; minutes on a CPU), then caching it at %s",
+                            request.backbone, dataset.name, request.budget.steps, path)
+                metrics = pretrain_grouped_cnn(model, dataset, request.budget, request.seed, target,
+                                               request.val_fraction)
+                write_cache(path, key, model, metrics)
         _PRETRAINED[memo] = (model.to(target).eval(), metrics)
     model, metrics = _PRETRAINED[memo]
     return model, metrics, dataset

@@ -8,19 +8,24 @@ import numpy as np
 import pytest
 import torch
 
-from prune_gym.agents.dqn import (
-    DQNConfig,
-    DQNTrainer,
+from prune_gym.agents.dqn import DQNConfig, DQNTrainer
+from prune_gym.agents.dqn_common import bootstrap_values, epsilon_at, epsilon_greedy, update_target
+from prune_gym.agents.rnp_dqn import (
     EpisodeReplay,
+    RNPDQNConfig,
+    RNPDQNTrainer,
     RNPQNetwork,
-    bootstrap_values,
     episode_td_loss,
-    epsilon_at,
-    epsilon_greedy,
     make_training_env,
-    update_target,
 )
-from prune_gym.agents.runs import NotARunError, load_agent_policy, load_hyperparams, read_config, train_run
+from prune_gym.agents.runs import (
+    NotARunError,
+    custom_dqn_for,
+    load_agent_policy,
+    load_hyperparams,
+    read_config,
+    train_run,
+)
 from prune_gym.cli import main as cli_main
 
 SYNTHETIC = {"pretrain_steps": 2, "device": "cpu"}
@@ -33,20 +38,30 @@ TINY_DQN = {"num_envs": 16, "learning_starts": 32, "batch_size": 16, "finetune_e
 
 @pytest.mark.parametrize("eps_min", [0.0, 0.05, 0.5])
 def test_epsilon_stays_within_its_bounds(eps_min):
-    config = DQNConfig(eps_min=eps_min, exploration_fraction=0.25)
+    config = RNPDQNConfig(eps_min=eps_min, exploration_fraction=0.25)
     values = [epsilon_at(progress, config) for progress in np.linspace(-0.5, 2.0, 101)]
     assert min(values) == pytest.approx(eps_min) and max(values) == pytest.approx(1.0)
     assert all(eps_min <= value <= 1.0 for value in values)
     assert epsilon_at(0.125, config) == pytest.approx(1.0 + 0.5 * (eps_min - 1.0))
 
 
+@pytest.mark.parametrize("config_class", [RNPDQNConfig, DQNConfig])
 @pytest.mark.parametrize("bad", [{"eps_min": -0.1}, {"eps_min": 0.5, "eps_start": 0.4}, {"eps_start": 1.5},
-                                 {"exploration_fraction": 0.0}, {"tau": 0.0}, {"batch_size": 0}])
-def test_config_rejects_invalid_values(bad):
-    with pytest.raises(ValueError):
-        DQNConfig(**bad)
+                                 {"exploration_fraction": 0.0}, {"tau": 0.0}, {"batch_size": 0}, {"lr": "abc"},
+                                 {"lr": -1e-3}, {"timesteps": 1.5}, {"double_dqn": 1}, {"gamma": 1.5}])
+def test_config_rejects_invalid_values_naming_them(config_class, bad):
+    with pytest.raises(ValueError, match=list(bad)[-1]):
+        config_class(**bad)
     with pytest.raises(ValueError, match="valid"):
-        DQNConfig.from_dict({"learning_rate": 1.0})
+        config_class.from_dict({"learning_rate": 1.0})
+
+
+def test_each_agent_has_only_its_own_hyperparameters():
+    assert RNPDQNConfig(timesteps=2e5).timesteps == 200_000  # an integral float is an integer
+    with pytest.raises(ValueError, match=r"Unknown rnp-dqn \(MLP agent.*\['finetune_every'\]"):
+        DQNConfig.from_dict({"finetune_every": 3})
+    with pytest.raises(ValueError, match=r"Unknown rnp-dqn \(RNP agent.*\['train_frequency'\]"):
+        RNPDQNConfig.from_dict({"train_frequency": 3})
 
 
 def test_epsilon_greedy_explores_every_action_including_keep_all():
@@ -124,20 +139,39 @@ def test_episode_replay_wraps_around_and_round_trips():
 
 
 def test_rnp_dqn_trains_on_the_native_vector_env_and_fine_tunes_the_backbone():
-    env = make_training_env("RNP-Synthetic-v0", SYNTHETIC, TINY_DQN["num_envs"])
-    assert type(env).__name__ == "RNPVectorEnv"
-    config = DQNConfig(timesteps=16 * 3 * 4, **TINY_DQN)
-    trainer = DQNTrainer(env, config, seed=0)
+    config = RNPDQNConfig(timesteps=16 * 3 * 4, **TINY_DQN)
+    env = make_training_env("RNP-Synthetic-v0", SYNTHETIC, config)
+    assert type(env).__name__ == "RNPVectorEnv" and env.num_envs == TINY_DQN["num_envs"]
+    trainer = RNPDQNTrainer(env, config, seed=0)
     rows = trainer.train()
-    assert len(rows) == 4 and trainer.updates > 0
+    assert len(rows) == 4 and trainer.learner.updates > 0
     assert env.backbone_state_dict() is not None  # the alternating phase fine-tuned the backbone
     assert any("finetune_val_accuracy" in row for row in rows)
     assert all(0.0 <= row["accuracy"] <= 1.0 and row["macs"] > 0 for row in rows)
 
 
+def test_rnp_agent_initial_weights_depend_on_the_seed_alone(monkeypatch):
+    """Loading a backbone reseeds torch; the agent seeds after it, so neither the cache state (a
+    fresh process reads the disk cache, a later run reuses this process's copy) nor the load sets
+    the network's initial weights — before, every seed started from the same weights."""
+    from prune_gym import pretraining
+
+    config = RNPDQNConfig(timesteps=48, **TINY_DQN)
+
+    def initial_weights(seed, fresh_process):
+        if fresh_process:
+            monkeypatch.setattr(pretraining, "_PRETRAINED", {})
+        trainer = RNPDQNTrainer(make_training_env("RNP-Synthetic-v0", SYNTHETIC, config), config, seed=seed)
+        return trainer.learner.online.decoder.weight.detach().clone()
+
+    first = initial_weights(0, fresh_process=True)
+    torch.testing.assert_close(initial_weights(0, fresh_process=False), first, rtol=0, atol=0)
+    assert not torch.equal(initial_weights(1, fresh_process=True), first)
+
+
 def _final_state(run_dir):
-    state = torch.load(run_dir / "final_model.pt", weights_only=False)
-    checkpoint = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=False)
+    state = torch.load(run_dir / "final_model.pt", weights_only=True)  # run files hold tensors and plain data only
+    checkpoint = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
     return state, checkpoint
 
 
@@ -149,7 +183,7 @@ def test_a_killed_and_resumed_run_reaches_the_same_weights(tmp_path):
     killed = train_run("RNP-Synthetic-v0", "rnp-dqn", out=tmp_path / "killed",
                        callback=lambda iteration, row: iteration < 5, **kwargs)
     assert not (killed / "final_model.pt").exists()
-    assert torch.load(killed / "checkpoints" / "latest.pt", weights_only=False)["iteration"] == 4
+    assert torch.load(killed / "checkpoints" / "latest.pt", weights_only=True)["iteration"] == 4
     train_run("", "", out=killed, resume=True)
     (whole_final, whole_checkpoint), (resumed_final, resumed_checkpoint) = _final_state(whole), _final_state(killed)
     for name in ("online",):
@@ -270,17 +304,110 @@ def test_sb3_box_algorithms_and_resume(tmp_path, algo):
     assert SB3_ALGORITHMS[algo].load(run_dir / "final_model.zip").num_timesteps >= 80
 
 
+def _hyperparameter_table(algo):
+    import yaml
+
+    from prune_gym.agents.runs import HYPERPARAMS_DIR
+
+    return yaml.safe_load((HYPERPARAMS_DIR / f"{algo}.yml").read_text())
+
+
 @pytest.mark.parametrize("algo", ["rnp-dqn", "dqn", "ppo", "a2c", "sac", "td3"])
 def test_hyperparameter_files_name_only_registered_ids(algo):
     import gymnasium as gym
-    import yaml
 
     import prune_gym  # noqa: F401
-    from prune_gym.agents.runs import HYPERPARAMS_DIR
 
-    table = yaml.safe_load((HYPERPARAMS_DIR / f"{algo}.yml").read_text())
-    assert "default" in table
+    table = _hyperparameter_table(algo)
+    assert ("default" in table) == (algo != "rnp-dqn")  # rnp-dqn's defaults live in its config dataclasses
     assert [key for key in table if key != "default" and key not in gym.registry] == []
+
+
+def test_rnp_dqn_hyperparameters_have_one_source():
+    """The defaults live only in the agents' dataclasses; rnp-dqn.yml holds per-env overrides that
+    each fit the agent that env id gets, and none of them merely restates a default (a restated
+    default is a second copy that silently drifts when the default changes)."""
+    import dataclasses
+
+    table = _hyperparameter_table("rnp-dqn")
+    assert "default" not in table
+    for env_id, overrides in table.items():
+        config_class = custom_dqn_for(env_id).config_class
+        config_class.from_dict(overrides)  # unknown keys, wrong types and ranges raise, naming the key
+        defaults = {field.name: field.default for field in dataclasses.fields(config_class)}
+        assert [name for name, value in overrides.items() if defaults[name] == value] == [], env_id
+
+
+@pytest.mark.parametrize("algo", ["dqn", "ppo", "a2c", "sac", "td3"])
+def test_sb3_hyperparameter_files_fit_their_algorithms(algo):
+    from prune_gym.agents.sb3 import constructor_kwargs
+
+    table = _hyperparameter_table(algo)
+    for env_id in table:
+        constructor_kwargs(algo, load_hyperparams(algo, env_id))  # raises naming any key that does not fit
+
+
+@pytest.mark.parametrize("env_id", ["RNP-CIFAR10-v0", "RNP-Synthetic-v0", "DropNet-MNIST-FC-v0",
+                                    "LayerPrune-MNIST-v0", "AlphaBlend-CIFAR10-v0", "CartPole-v1"])
+def test_the_env_family_picks_the_custom_dqn_agent(env_id):
+    """One agent per file; the registry's family of the id decides which one rnp-dqn runs."""
+    from prune_gym.registry import is_family
+
+    agent = custom_dqn_for(env_id)
+    expected = (RNPDQNTrainer, RNPDQNConfig) if is_family(env_id, "RNP") else (DQNTrainer, DQNConfig)
+    assert (agent.trainer_class, agent.config_class) == expected
+    assert not hasattr(agent.trainer_class, "recurrent")  # no flag that makes one class two agents
+
+
+def test_a_killed_and_resumed_mlp_run_reaches_the_same_weights(tmp_path):
+    kwargs = {"timesteps": 240, "seed": 1, "hyperparams": {"learning_starts": 16, "batch_size": 8,
+                                                            "checkpoint_every": 50, "hidden_size": 16}}
+    whole = train_run("CartPole-v1", "rnp-dqn", out=tmp_path / "whole", **kwargs)
+    killed = train_run("CartPole-v1", "rnp-dqn", out=tmp_path / "killed",
+                       callback=lambda iteration, row: iteration < 120, **kwargs)
+    assert torch.load(killed / "checkpoints" / "latest.pt", weights_only=True)["iteration"] == 100
+    train_run(out=killed, resume=True)
+    whole_final = torch.load(whole / "final_model.pt", weights_only=True)
+    resumed_final = torch.load(killed / "final_model.pt", weights_only=True)
+    for key, value in whole_final["online"].items():
+        torch.testing.assert_close(resumed_final["online"][key], value, rtol=0, atol=0)
+    assert (whole / "metrics.csv").read_text() == (killed / "metrics.csv").read_text()
+
+
+def _docstring_references(path):
+    import re
+
+    return re.findall(r":(?:func|class|mod|meth|data):`~?([\w.]+)`", path.read_text())
+
+
+@pytest.mark.parametrize("module_name", ["dqn", "rnp_dqn", "dqn_common", "sb3", "runs", "evaluate", "progress",
+                                         "__init__"])
+def test_docstring_references_in_agents_exist(module_name):
+    """Every :func:/:class:/:mod: a docstring in agents/ cites names something that exists."""
+    import importlib
+    from pathlib import Path
+
+    import prune_gym.agents
+
+    path = Path(prune_gym.agents.__file__).parent / f"{module_name}.py"
+    module = importlib.import_module("prune_gym.agents" + ("" if module_name == "__init__" else f".{module_name}"))
+    missing = []
+    for reference in _docstring_references(path):
+        parts, target = reference.split("."), None
+        if parts[0] != "prune_gym":
+            target = module
+        else:  # the longest importable prefix, then attributes
+            for end in range(len(parts), 0, -1):
+                try:
+                    target, parts = importlib.import_module(".".join(parts[:end])), parts[end:]
+                    break
+                except ImportError:
+                    continue
+        for part in parts:
+            target = getattr(target, part, None)
+        if target is None:
+            missing.append(reference)
+    assert missing == []
 
 
 def test_the_command_line_parser_loads_no_torch():

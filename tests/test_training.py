@@ -171,3 +171,11 @@ def test_full_width_phase_trains_only_the_full_network_first(monkeypatch):
     metrics = pretraining.pretrain_grouped_cnn(model, dataset, PretrainBudget(steps=4, eval_every=2), 0,
                                             torch.device("cpu"))
     assert seen == ["sandwich"] * 2 and metrics["best_step"] in (3, 4)
+
+
+def test_loading_a_backbone_leaves_the_callers_random_stream_alone(fresh_process_cache):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    pretrained_backbone(TINY, device="cpu")  # builds (seeds torch with the backbone's seed) and trains
+    assert torch.equal(torch.rand(3), expected)

@@ -1,0 +1,334 @@
+"""RNP's decision network trained by deep Q-learning on the native batched RNP env (Lin et al., 2017).
+
+What ``--algo rnp-dqn`` trains on every RNP id (other ``Discrete`` ids get the MLP agent of
+:mod:`prune_gym.agents.dqn`). Reads top to bottom, as CleanRL's ``dqn.py`` does:
+
+* hyperparameters (:class:`RNPDQNConfig`);
+* the network (:class:`RNPQNetwork`): an encoder per decided conv layer turns that layer's pooled
+  input features into a common size, one GRU shared across the layers carries what earlier layers
+  saw, and one decoder gives ``k`` Q-values — one network for every layer, not one per layer;
+* replay of whole episodes (:class:`EpisodeReplay`; one image = ``D`` decisions), so the
+  recurrent network learns from the sequences it will see;
+* the loss (:func:`episode_td_loss`): Huber TD over every decision, the last one terminal;
+* the trainer (:class:`RNPDQNTrainer`): each iteration plays one batch of ``num_envs`` episodes
+  on :class:`~prune_gym.envs.rnp.RNPVectorEnv` ε-greedily, stores them and takes
+  ``updates_per_iteration`` gradient steps; every ``finetune_every`` iterations the backbone is
+  fine-tuned under the current greedy policy (the paper's alternating training,
+  ``env.finetune_backbone``);
+* checkpoints (networks, optimiser, replay, RNG states, counters, fine-tuned backbone, metrics —
+  a resumed run reaches the same final weights), and the greedy decision function of a trained
+  network (:class:`RecurrentDecider`).
+
+Double-DQN bootstrap, target update, ε schedule, RNG checkpoint and the loop are shared with the
+MLP agent in :mod:`prune_gym.agents.dqn_common`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prune_gym.agents.dqn_common import (
+    CommonDQNConfig,
+    IterationCallback,
+    QLearner,
+    RingReplay,
+    bootstrap_values,
+    epsilon_at,
+    epsilon_greedy,
+    load_trainer_state_dict,
+    require_at_least,
+    require_positive,
+    train_loop,
+    trainer_state_dict,
+)
+
+# ----------------------------------------------------------------------------------------------
+# Hyperparameters
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RNPDQNConfig(CommonDQNConfig):
+    """The RNP agent's hyperparameters (stored in ``config.json``); see :class:`CommonDQNConfig`.
+
+    An iteration is one batch of ``num_envs`` episodes (``num_envs × D`` transitions), so
+    ``finetune_every`` and ``checkpoint_every`` count batches. ``agents/hyperparams/rnp-dqn.yml``
+    overrides these per env id."""
+
+    agent_name: ClassVar[str] = "rnp-dqn (RNP agent)"
+
+    num_envs: int = 256  # images per iteration, stepped as one batch
+    updates_per_iteration: int = 4  # gradient steps after each batch of episodes
+    finetune_every: int = 20  # iterations between backbone fine-tuning phases (0: never)
+    finetune_steps: int = 200  # Adam steps per fine-tuning phase
+    finetune_lr: float = 3e-4
+    finetune_batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_at_least(self, 1, "num_envs", "updates_per_iteration", "finetune_batch_size")
+        require_at_least(self, 0, "finetune_every", "finetune_steps")
+        require_positive(self, "finetune_lr")
+
+
+# ----------------------------------------------------------------------------------------------
+# Network
+# ----------------------------------------------------------------------------------------------
+
+
+class RNPQNetwork(nn.Module):
+    """Per-layer encoders → one shared GRU cell → one decoder of ``k`` Q-values.
+
+    The observation layout is :class:`~prune_gym.pruning.runtime.RuntimePrunedNet`'s: pooled
+    features zero-padded to ``max_width``, the one-hot decision index, the MAC fraction used so
+    far. Encoder ``t`` reads the ``input_widths[t]`` features that layer can have plus the MAC
+    fraction, so no encoder wastes weights on padding.
+    """
+
+    def __init__(self, input_widths: list[int], k: int, hidden_size: int = 128):
+        super().__init__()
+        self.input_widths = list(input_widths)
+        self.encoders = nn.ModuleList(nn.Linear(width + 1, hidden_size) for width in input_widths)
+        self.gru = nn.GRUCell(hidden_size, hidden_size)
+        self.decoder = nn.Linear(hidden_size, k)
+
+    @property
+    def num_decisions(self) -> int:
+        return len(self.input_widths)
+
+    def step(self, obs: torch.Tensor, index: int, hidden: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Q-values (B×k) for decision ``index`` and the new GRU state (B×hidden)."""
+        features = torch.cat([obs[:, : self.input_widths[index]], obs[:, -1:]], dim=1)
+        hidden = self.gru(F.relu(self.encoders[index](features)), hidden)
+        return self.decoder(hidden), hidden
+
+    def forward(self, obs_sequence: torch.Tensor) -> torch.Tensor:
+        """Q-values (B×D×k) for whole episodes of observations (B×D×obs_dim)."""
+        hidden = None
+        q_values = []
+        for index in range(self.num_decisions):
+            q, hidden = self.step(obs_sequence[:, index], index, hidden)
+            q_values.append(q)
+        return torch.stack(q_values, dim=1)
+
+
+def q_network_for(runtime: Any, hidden_size: int) -> RNPQNetwork:
+    """An :class:`RNPQNetwork` for an RNP env's runtime: one encoder per decided layer, sized by the
+    channels that can reach it, and ``k`` outputs."""
+    return RNPQNetwork(list(runtime.backbone.spec.widths[:-1]), runtime.k, hidden_size)
+
+
+# ----------------------------------------------------------------------------------------------
+# Replay
+# ----------------------------------------------------------------------------------------------
+
+
+class EpisodeReplay(RingReplay):
+    """Whole fixed-length episodes (``D`` decisions); ``capacity`` in episodes."""
+
+    fields = ("obs", "actions", "rewards")
+
+    def __init__(self, capacity: int, length: int, obs_size: int):
+        self.obs = np.zeros((capacity, length, obs_size), dtype=np.float32)
+        self.actions = np.zeros((capacity, length), dtype=np.int64)
+        self.rewards = np.zeros((capacity, length), dtype=np.float32)
+        self.position = 0
+        self.size = 0
+
+    def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
+        """Store a batch of episodes (N×D×obs, N×D, N×D)."""
+        capacity = len(self.obs)
+        rows = (self.position + np.arange(len(obs))) % capacity
+        self.obs[rows], self.actions[rows], self.rewards[rows] = obs, actions, rewards
+        self.position = int((self.position + len(obs)) % capacity)
+        self.size = min(capacity, self.size + len(obs))
+
+
+# ----------------------------------------------------------------------------------------------
+# Loss
+# ----------------------------------------------------------------------------------------------
+
+
+def episode_td_loss(online: RNPQNetwork, target: RNPQNetwork, batch: dict[str, torch.Tensor],
+                    gamma: float, double_dqn: bool) -> torch.Tensor:
+    """Huber TD loss over every decision of a batch of episodes; the last decision is terminal."""
+    q_all = online(batch["obs"])
+    q_taken = q_all.gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)
+    with torch.no_grad():
+        next_values = bootstrap_values(q_all[:, 1:], target(batch["obs"])[:, 1:], double_dqn)
+        next_values = torch.cat([next_values, torch.zeros_like(next_values[:, :1])], dim=1)
+        targets = batch["rewards"] + gamma * next_values
+    return F.smooth_l1_loss(q_taken, targets)
+
+
+# ----------------------------------------------------------------------------------------------
+# Acting: the decision function of a network
+# ----------------------------------------------------------------------------------------------
+
+
+class RecurrentDecider:
+    """A batched RNP decision function (numpy obs → actions) of an :class:`RNPQNetwork`, ε-greedy.
+
+    Keeps the GRU state between the calls of one forward pass and starts afresh whenever the
+    observation's one-hot says "first decided layer"."""
+
+    def __init__(self, network: RNPQNetwork, max_width: int, epsilon: float = 0.0,
+                 rng: np.random.Generator | None = None):
+        self.network, self.max_width, self.epsilon = network, max_width, epsilon
+        self.rng = rng or np.random.default_rng(0)
+        self.hidden: torch.Tensor | None = None
+
+    def decision_index(self, obs: np.ndarray) -> int:
+        one_hot = obs[0, self.max_width: self.max_width + self.network.num_decisions]
+        if not one_hot.any():
+            raise ValueError("Observation has no decision index (a final observation?); nothing to decide.")
+        return int(one_hot.argmax())
+
+    @torch.no_grad()
+    def q_values(self, obs: np.ndarray) -> np.ndarray:
+        index = self.decision_index(obs)
+        if index == 0:
+            self.hidden = None
+        q, self.hidden = self.network.step(torch.from_numpy(np.ascontiguousarray(obs, dtype=np.float32)),
+                                           index, self.hidden)
+        return q.numpy()
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return epsilon_greedy(self.q_values(obs), self.epsilon, self.rng)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------
+
+
+def make_training_env(env_id: str, env_kwargs: dict[str, Any], config: RNPDQNConfig) -> Any:
+    """The native batched env of an RNP id: ``config.num_envs`` episodes per step."""
+    from prune_gym.envs.rnp import RNPVectorEnv
+    from prune_gym.registry import get_entry
+
+    return RNPVectorEnv(num_envs=config.num_envs, **{**get_entry(env_id).kwargs, **env_kwargs})
+
+
+class RNPDQNTrainer:
+    """Trains an :class:`RNPQNetwork` on an :class:`~prune_gym.envs.rnp.RNPVectorEnv`; see the module docstring.
+
+    Args:
+        env: the batched RNP env (``config.num_envs`` episodes per iteration).
+        config: hyperparameters.
+        seed: seeds the networks (torch), exploration, replay sampling, the env's resets (numpy)
+            and the fine-tuning phases.
+    """
+
+    description = "rnp-dqn"
+
+    def __init__(self, env: Any, config: RNPDQNConfig, seed: int = 0):
+        self.env, self.config, self.seed = env, config, seed
+        # Loading the backbone seeds torch (and pretraining draws from it), so load it before
+        # seeding: the networks' initial weights then depend on the seed alone, not on whether the
+        # backbone came from this process, the disk cache or a fresh pretraining.
+        runtime = env.runtime
+        torch.manual_seed(seed)
+        self.learner = QLearner(lambda: q_network_for(runtime, config.hidden_size), config)
+        self.rng = np.random.default_rng(seed)
+        self.decisions = runtime.num_decisions
+        obs_size = int(np.prod(env.single_observation_space.shape))
+        self.replay = EpisodeReplay(max(1, config.buffer_size // self.decisions), self.decisions, obs_size)
+        self.transitions_per_iteration = env.num_envs * self.decisions
+        self.total_iterations = math.ceil(config.timesteps / self.transitions_per_iteration)
+        self.iteration = 0
+        self.metrics: list[dict[str, float]] = []
+
+    @property
+    def transitions(self) -> int:
+        return self.iteration * self.transitions_per_iteration
+
+    def epsilon(self) -> float:
+        return epsilon_at(self.iteration / self.total_iterations, self.config)
+
+    def learning_started(self) -> bool:
+        return self.replay.size * self.decisions >= self.config.learning_starts
+
+    def iterate(self) -> dict[str, float]:
+        """One batch of ``num_envs`` episodes with ε-greedy actions, stored; then the gradient steps
+        and, when due, a backbone fine-tuning phase. Returns the batch's metrics row."""
+        env, config = self.env, self.config
+        # Reset seeds come from the agent's generator, so the agent's RNG state alone fixes which
+        # images come next (a resumed run draws the same ones).
+        obs, _ = env.reset(seed=int(self.rng.integers(2**31)))
+        decider = RecurrentDecider(self.learner.online, env.runtime.max_width, self.epsilon(), self.rng)
+        episode_obs = np.zeros((env.num_envs, self.decisions, obs.shape[1]), dtype=np.float32)
+        actions = np.zeros((env.num_envs, self.decisions), dtype=np.int64)
+        rewards = np.zeros((env.num_envs, self.decisions), dtype=np.float32)
+        for index in range(self.decisions):
+            episode_obs[:, index] = obs
+            actions[:, index] = decider(obs)
+            obs, rewards[:, index], _, _, info = env.step(actions[:, index])
+        self.replay.add(episode_obs, actions, rewards)
+        losses = [self.learn() for _ in range(config.updates_per_iteration) if self.learning_started()]
+        outcome = info["final_info"]
+        macs = float(outcome["macs"].mean())
+        row = {"return": float(rewards.sum(1).mean()), "accuracy": float(outcome["correct"].mean()),
+               "macs": macs, "macs_fraction": macs / float(outcome["macs_full"][0]),
+               "loss": float(np.mean(losses)) if losses else math.nan}
+        row.update({f"groups_layer{index + 1}": float(actions[:, index].mean() + 1) for index in range(self.decisions)})
+        self.iteration += 1
+        if config.finetune_every > 0 and self.learning_started() and self.iteration % config.finetune_every == 0:
+            row.update(self.finetune())
+        return row
+
+    def learn(self) -> float:
+        """One gradient step on a sampled batch of episodes."""
+        batch = self.replay.sample(self.config.batch_size, self.rng)
+        online, target = self.learner.online, self.learner.target
+        return self.learner.learn(episode_td_loss(online, target, batch, self.config.gamma, self.config.double_dqn))
+
+    def finetune(self) -> dict[str, float]:
+        """Fine-tune the backbone under the current greedy policy; its validation figures as ``finetune_*``."""
+        config = self.config
+        decider = RecurrentDecider(self.learner.online, self.env.runtime.max_width)
+        figures = self.env.finetune_backbone(decider, config.finetune_steps, config.finetune_batch_size,
+                                             config.finetune_lr, seed=self.seed * 100_003 + self.iteration)
+        return {f"finetune_{key}": float(value) for key, value in figures.items() if key != "wall_s"}
+
+    def train(self, callback: IterationCallback | None = None,
+              checkpoint: Callable[[RNPDQNTrainer], None] | None = None) -> list[dict[str, float]]:
+        """Run until ``config.timesteps`` transitions; returns one metrics row per iteration."""
+        return train_loop(self, callback, checkpoint)
+
+    # -- checkpoint ------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue exactly where this one is (tensors and plain data)."""
+        return {**trainer_state_dict(self), "backbone": self.env.backbone_state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        load_trainer_state_dict(self, state)
+        self.env.load_backbone_state_dict(state["backbone"])
+
+    def final_model(self) -> dict[str, Any]:
+        """What ``final_model.pt`` holds: the online network, the config and the fine-tuned backbone."""
+        return {"online": self.learner.online.state_dict(), "config": asdict(self.config),
+                "backbone": self.env.backbone_state_dict()}
+
+
+# ----------------------------------------------------------------------------------------------
+# The greedy decision function of a trained network
+# ----------------------------------------------------------------------------------------------
+
+
+def decider_from_final_model(final: dict[str, Any], env: Any, hidden_size: int) -> RecurrentDecider:
+    """The greedy decision function of a ``final_model.pt`` (already loaded); also loads the run's
+    fine-tuned backbone into ``env``, whose runtime then classifies as the run's did."""
+    network = q_network_for(env.runtime, hidden_size)
+    network.load_state_dict(final["online"])
+    env.load_backbone_state_dict(final["backbone"])
+    return RecurrentDecider(network.eval(), env.runtime.max_width)
