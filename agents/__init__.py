@@ -11,7 +11,6 @@
 * :mod:`prune_gym.agents.runs` — run directories (``prune-gym train``), hyperparameters from
   ``agents/hyperparams/<algo>.yml`` (RL-zoo layout), and loading a trained policy.
 * :mod:`prune_gym.agents.evaluate` — ``prune-gym evaluate``.
-* :mod:`prune_gym.agents.progress` — progress bars on a terminal, periodic lines without one.
 """
 
 # What `prune-gym train --algo` accepts; here so the command line can list them without importing torch.

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from prune_gym.agents.progress import progress_bar
+from prune_gym.progress import progress_counter
 
 # ----------------------------------------------------------------------------------------------
 # Hyperparameters both agents have
@@ -310,7 +310,7 @@ def train_loop(trainer: Trainer, callback: IterationCallback | None = None,
     episode elsewhere) and gets the counters; ``checkpoint(trainer)`` runs every
     ``checkpoint_every`` iterations and after the last one."""
     config = trainer.config
-    progress = progress_bar(trainer.total_iterations, trainer.iteration, trainer.description, "it")
+    progress = progress_counter(trainer.total_iterations, trainer.description, "iteration", initial=trainer.iteration)
     try:
         while trainer.iteration < trainer.total_iterations:
             row = trainer.iterate()

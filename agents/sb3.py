@@ -32,7 +32,7 @@ from stable_baselines3.common.type_aliases import TrainFrequencyUnit
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecMonitor
 
 from prune_gym.agents.dqn_common import HyperparameterError
-from prune_gym.agents.progress import progress_bar
+from prune_gym.progress import progress_counter
 
 logger = logging.getLogger("prune_gym")
 
@@ -263,7 +263,7 @@ class ProgressBarCallback(BaseCallback):
         if total != requested:
             logger.info("%s collects whole rollouts of %d timesteps, so it runs to %d timesteps (%d requested).",
                         name, rollout_timesteps(self.model), total, requested)
-        self.bar = progress_bar(total, self.model.num_timesteps, name.lower(), "step")
+        self.bar = progress_counter(total, name.lower(), "step", initial=self.model.num_timesteps)
 
     def _on_step(self) -> bool:
         # Clamped: with episode-based training frequencies the end is not known in advance.

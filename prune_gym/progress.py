@@ -64,12 +64,14 @@ class ProgressLines:
     only when earlier lines were written.
     """
 
-    def __init__(self, iterable: Iterable[Any], total: int | None, description: str, unit: str = "step",
+    def __init__(self, iterable: Iterable[Any] | None, total: int | None, description: str, unit: str = "step",
                  interval_s: float = DEFAULT_INTERVAL_S, clock: Callable[[], float] = time.monotonic,
-                 emit: Callable[[str], None] = emit_line):
+                 emit: Callable[[str], None] = emit_line, initial: int = 0):
         self.iterable, self.total, self.description, self.unit = iterable, total, description, unit
         self.interval_s, self.clock, self.emit = interval_s, clock, emit
-        self.started = 0  # items handed out so far
+        # Items done so far; ``initial`` of them before this process (a resumed run), which took no
+        # time here and so do not count towards the ETA.
+        self.started = self.initial = initial
         self.postfix: dict[str, Any] = {}
         self.lines_written = 0
         self._start = self._last_line = clock()
@@ -81,9 +83,21 @@ class ProgressLines:
             self.started += 1
             yield item
 
-    def set_postfix(self, **figures: Any) -> None:
+    @property
+    def n(self) -> int:
+        """Items done so far (tqdm's name)."""
+        return self.started
+
+    def update(self, n: int = 1) -> None:
+        """Count ``n`` more items done, for loops that are not an iterable (an SB3 callback, an
+        agent's iterations), as tqdm's ``update``; a line when one is due."""
+        self.started += n
+        if self.clock() - self._last_line >= self.interval_s:
+            self._write(done=self.started)
+
+    def set_postfix(self, ordered_dict: dict[str, Any] | None = None, refresh: bool = True, **figures: Any) -> None:
         """Figures appended to the next lines (``loss=…``, ``policy=…``), as tqdm's ``set_postfix``."""
-        self.postfix = figures
+        self.postfix = {**(ordered_dict or {}), **figures}
 
     def close(self) -> None:
         """A last line (``done``) if this loop wrote any, so a log shows where it ended."""
@@ -99,8 +113,8 @@ class ProgressLines:
         parts.append(f"{format_duration(elapsed)} elapsed")
         if finished:
             parts.append("done")
-        elif self.total and done:
-            parts.append(f"ETA {format_duration(elapsed / done * (self.total - done))}")
+        elif self.total and done > self.initial:
+            parts.append(f"ETA {format_duration(elapsed / (done - self.initial) * (self.total - done))}")
         figures = " ".join(f"{name}={value}" for name, value in self.postfix.items())
         return f"{self.description}: {', '.join(parts)}" + (f", {figures}" if figures else "")
 
@@ -125,3 +139,13 @@ def track_progress(iterable: Iterable[Any], description: str, total: int | None 
         return tqdm(iterable, total=total, desc=description, unit=unit, leave=leave)
     return ProgressLines(iterable, total, description, unit,
                          DEFAULT_INTERVAL_S if interval_s is None else interval_s)
+
+
+def progress_counter(total: int, description: str, unit: str = "step", initial: int = 0) -> Any:
+    """:func:`track_progress` for a loop counted by hand (``update(n)``, ``set_postfix``, ``close``,
+    ``n`` and ``total`` as tqdm's): a tqdm bar on a terminal, else :class:`ProgressLines`."""
+    if is_interactive():
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, initial=initial, desc=description, unit=unit, dynamic_ncols=True)
+    return ProgressLines(None, total, description, unit, DEFAULT_INTERVAL_S, initial=initial)

@@ -235,7 +235,7 @@ def test_resume_refuses_settings_that_differ_from_the_run(cartpole_run, tmp_path
 
 def test_resume_with_more_timesteps_trains_longer(cartpole_run, tmp_path, caplog):
     run_dir = copy_of(cartpole_run, tmp_path)
-    with caplog.at_level(logging.INFO, logger="prune_gym"):
+    with caplog.at_level(logging.INFO):
         cli_main(["train", "--resume", "--out", str(run_dir), "--timesteps", "100", "--algo", "rnp-dqn"])
     assert "longer: to 100 timesteps instead of 60" in caplog.text
     assert read_config(run_dir)["hyperparams"]["timesteps"] == 100
@@ -271,32 +271,37 @@ def test_hyperparameters_from_json_reach_sb3_in_its_types():
 # -- 11. progress a person can read ---------------------------------------------------------------
 
 
-def progress_lines(capsys, prefix):
-    return [line for line in capsys.readouterr().err.splitlines() if line.startswith(prefix)]
+def progress_lines(caplog, prefix):
+    """The plain progress lines (``prune_gym.progress``, logged under pytest's handler) starting with ``prefix``."""
+    return [record.getMessage() for record in caplog.records
+            if record.name == "prune_gym.progress" and record.getMessage().startswith(prefix)]
 
 
-def test_ppo_progress_ends_at_the_timesteps_that_ran(tmp_path, capsys, caplog, monkeypatch):
-    from prune_gym.agents import progress
+def test_ppo_progress_ends_at_the_timesteps_that_ran(tmp_path, caplog, monkeypatch):
+    from prune_gym import progress
 
-    monkeypatch.setattr(progress, "LINE_EVERY_S", 0.0)  # a line per update
+    monkeypatch.setattr(progress, "is_interactive", lambda stream=None: False)
+    monkeypatch.setattr(progress, "DEFAULT_INTERVAL_S", 0.0)  # a line per update
     with caplog.at_level(logging.INFO, logger="prune_gym"):
         # Rollouts of 2 envs × 48 steps = 96 timesteps: 200 requested → 3 rollouts → 288 (the issue's
         # "768 of 600" had 4 envs × 96 steps).
         run_dir = train_run("CartPole-v1", "ppo", timesteps=200, out=tmp_path / "run", env_kwargs=SHORT_EPISODES,
                             hyperparams={"n_envs": 2, "n_steps": 48, "batch_size": 48, "n_epochs": 1})
-    lines = progress_lines(capsys, "ppo: ")
+    lines = progress_lines(caplog, "ppo: ")
     assert "runs to 288 timesteps (200 requested)" in caplog.text
-    assert len(lines) > 2 and all("/288 step" in line for line in lines)
-    assert lines[-1].startswith("ppo: 288/288 step (100 %)")
+    assert len(lines) > 2 and all("/288 steps" in line for line in lines)
+    assert lines[-1].startswith("ppo: 288/288 steps (100 %)")
     from stable_baselines3 import PPO
 
     assert PPO.load(run_dir / "final_model.zip").num_timesteps == 288
 
 
-def test_rnp_dqn_prints_progress_lines_without_a_terminal(tmp_path, capsys, monkeypatch):
-    from prune_gym.agents import progress
+def test_rnp_dqn_prints_progress_lines_without_a_terminal(tmp_path, caplog, monkeypatch):
+    from prune_gym import progress
 
-    monkeypatch.setattr(progress, "LINE_EVERY_S", 0.0)
-    train_run("CartPole-v1", "rnp-dqn", timesteps=60, out=tmp_path / "run", hyperparams=TINY_MLP)
-    lines = progress_lines(capsys, "rnp-dqn (MLP): ")
-    assert len(lines) >= 60 and lines[-1].startswith("rnp-dqn (MLP): 60/60 it (100 %)")
+    monkeypatch.setattr(progress, "is_interactive", lambda stream=None: False)
+    monkeypatch.setattr(progress, "DEFAULT_INTERVAL_S", 0.0)
+    with caplog.at_level(logging.INFO):
+        train_run("CartPole-v1", "rnp-dqn", timesteps=60, out=tmp_path / "run", hyperparams=TINY_MLP)
+    lines = progress_lines(caplog, "rnp-dqn (MLP): ")
+    assert len(lines) >= 60 and lines[-1].startswith("rnp-dqn (MLP): 60/60 iterations (100 %)")
