@@ -84,3 +84,18 @@ def play(env, actions, seed):
     for action in actions:
         trace.append(env.step(action))
     return trace
+
+
+def count_pretrain_calls(monkeypatch) -> list:
+    """A list that gains an entry every time a backbone is pretrained (not loaded from a cache)."""
+    from prune_gym import pretraining
+
+    calls: list = []
+    original = pretraining.pretrain_grouped_cnn
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pretraining, "pretrain_grouped_cnn", counted)
+    return calls

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_fake_npz
+from conftest import count_pretrain_calls, write_fake_npz
 
 from prune_gym import pretraining, progress, weights
 from prune_gym.cli import main as cli_main
@@ -49,16 +49,6 @@ def fresh_cache(monkeypatch, tmp_path) -> Path:
     return tmp_path / "cache"
 
 
-def count_pretrain_calls(monkeypatch) -> list:
-    calls: list = []
-    original = pretraining.pretrain_grouped_cnn
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(pretraining, "pretrain_grouped_cnn", counted)
-    return calls
 
 
 def flip_bytes_in_largest_tensor(path: Path, count: int = 64) -> None:

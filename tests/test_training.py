@@ -2,6 +2,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import count_pretrain_calls
 from torch import nn
 
 from prune_gym import pretraining
@@ -29,16 +30,6 @@ def fresh_process_cache(monkeypatch, tmp_path):
     return tmp_path
 
 
-def count_pretrain_calls(monkeypatch) -> list:
-    calls = []
-    original = pretraining.pretrain_grouped_cnn
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(pretraining, "pretrain_grouped_cnn", counted)
-    return calls
 
 
 def test_second_process_loads_the_cache_instead_of_training(fresh_process_cache, monkeypatch):
