@@ -149,3 +149,14 @@ def test_vector_env_reports_the_accounting_and_refuses_float_actions(env_id, fak
     _, _, _, _, infos = vector.step(np.zeros(3, dtype=np.int64))
     assert (infos["cycle"] == 1).all()
     assert vector.unwrapped.action_masks().shape == (3, vector.single_action_space.n)
+
+
+@pytest.mark.parametrize("env_id", VECTOR_IDS)
+def test_maskable_ppo_reads_one_mask_row_per_sub_env_through_the_sb3_adapter(env_id, fake_data_dir):
+    from prune_gym.envs.sb3 import SB3VecEnvAdapter
+
+    utils = pytest.importorskip("sb3_contrib.common.maskable.utils")
+    venv = SB3VecEnvAdapter(gym.make_vec(env_id, num_envs=3, **cheap_kwargs(env_id, fake_data_dir)))
+    venv.reset()
+    assert utils.is_masking_supported(venv)
+    assert utils.get_action_masks(venv).shape == (3, venv.action_space.n)

@@ -14,6 +14,9 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
+# Methods of the native vector env that answer with one row per sub-environment.
+BATCHED_METHODS = ("action_masks",)
+
 
 def _unbatch_info(info: dict[str, Any], index: int) -> dict[str, Any]:
     """The entries of a Gymnasium vector ``info`` that belong to sub-env ``index``."""
@@ -80,8 +83,11 @@ class SB3VecEnvAdapter(VecEnv):
         setattr(self.venv, attr_name, value)
 
     def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
-        # The sub-environments share one batched core, so a method runs once for all of them.
+        # The sub-environments share one batched core, so a method runs once for all of them; a
+        # batched method's rows are the sub-environments' own answers (MaskablePPO stacks them).
         result = getattr(self.venv, method_name)(*method_args, **method_kwargs)
+        if method_name in BATCHED_METHODS:
+            return [result[index] for index in self._indices(indices)]
         return [result for _ in self._indices(indices)]
 
     def env_is_wrapped(self, wrapper_class, indices: VecEnvIndices = None) -> list[bool]:
