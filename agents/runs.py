@@ -84,7 +84,9 @@ class ResumeConflictError(ValueError):
 
 def load_hyperparams(algo: str, env_id: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """``default`` of ``hyperparams/<algo>.yml`` (where it has one), updated by the env id's entry,
-    then by ``overrides``. rnp-dqn's file has no ``default``: its defaults are its config dataclasses'."""
+    then by ``overrides``. The SB3 files' entries are complete (RL Zoo reads them as they stand, with
+    ``default`` for ids without one), so for them this gives what ``rl_zoo3.train`` uses; rnp-dqn's
+    file has no ``default``: its entries override its config dataclasses' defaults."""
     import yaml
 
     check_algorithm(algo)
