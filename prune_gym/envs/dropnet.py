@@ -122,6 +122,7 @@ class _DropNetCore:
     def __init__(self, settings: DropNetSettings):
         self.settings = settings
         self.ready = False
+        self._cost_cache: dict[tuple[int, ...], tuple[int, int]] = {}
 
     def load(self) -> None:
         if self.ready:
@@ -149,13 +150,20 @@ class _DropNetCore:
         return MaskedNet(spec, self.dataset.image_shape, self.dataset.num_classes).to(self.device)
 
     def macs(self, keep: list[np.ndarray]) -> int:
-        return count_macs(self.model, self.dataset.image_shape, self._kept_units(keep))
+        return self._costs(keep)[0]
 
     def params(self, keep: list[np.ndarray]) -> int:
-        return count_params(self.model, self.dataset.image_shape, self._kept_units(keep))
+        return self._costs(keep)[1]
 
-    def _kept_units(self, keep: list[np.ndarray]) -> dict[str, int]:
-        return {name: int(mask.sum()) for name, mask in zip(self.model.layer_names, keep)}
+    def _costs(self, keep: list[np.ndarray]) -> tuple[int, int]:
+        """MACs and params of the masked network. Both depend only on the units kept per layer, and
+        every step asks for them twice (observation and info), so each count is traced once."""
+        kept = tuple(int(mask.sum()) for mask in keep)
+        if kept not in self._cost_cache:
+            units = dict(zip(self.model.layer_names, kept))
+            shape = self.dataset.image_shape
+            self._cost_cache[kept] = (count_macs(self.model, shape, units), count_params(self.model, shape, units))
+        return self._cost_cache[kept]
 
     def initial(self, seed: int) -> tuple[dict[str, torch.Tensor], TrainedNetwork]:
         """θ0 drawn from ``seed`` and the unpruned network trained from it (cached per process)."""
