@@ -32,27 +32,36 @@ logger = logging.getLogger("prune_gym")
 class PretrainBudget:
     """How a grouped backbone is pretrained; every field is part of the weights-cache key.
 
-    Pretraining has two phases, each an SGD run (Nesterov momentum, cosine schedule after a 3 %
-    warm-up, best validation checkpoint kept): first the full width alone on the labels, then
-    every width by the sandwich rule, starting from the full-width weights (see
-    :func:`pretrain_grouped_cnn` for why). A plain network (``k=1``) runs the same two phases, so a
-    narrow baseline trained with the same budget gets exactly the same schedule.
+    Pretraining has two phases, each an SGD run (Nesterov momentum, a triangular one-cycle
+    schedule: linear warm-up over ``warmup_fraction`` of the phase, then linear decay to zero, the
+    schedule of fast CIFAR-10 training such as airbench; best validation checkpoint kept): first
+    the full width alone on the labels, then every width by the sandwich rule, starting from the
+    full-width weights (see :func:`pretrain_grouped_cnn` for why). A plain network (``k=1``) runs
+    the same two phases, so a narrow baseline trained with the same budget gets exactly the same
+    schedule.
 
     Attributes:
         steps: optimiser steps of both phases together.
         full_width_fraction: share of ``steps`` spent on the full-width phase (0 skips it).
         batch_size: images per step.
         lr: peak learning rate of each phase.
-        weight_decay: L2 penalty.
+        weight_decay: L2 penalty on conv and linear weights (not on BatchNorm parameters or
+            biases, whose decay only fights the normalisation).
+        label_smoothing: smoothing of the label cross-entropy (distillation targets are not smoothed).
+        translate: largest random shift in pixels (zero fill) of the flip + translate augmentation.
+        warmup_fraction: share of each phase spent warming the learning rate up.
         random_configs: random per-layer width mixes per sandwich step besides the full and narrowest.
         eval_every: steps between validation evaluations (best checkpoint is kept).
     """
 
-    steps: int = 3000
-    full_width_fraction: float = 0.5
-    batch_size: int = 128
-    lr: float = 0.1
+    steps: int = 1200
+    full_width_fraction: float = 0.6
+    batch_size: int = 512
+    lr: float = 0.4
     weight_decay: float = 5e-4
+    label_smoothing: float = 0.2
+    translate: int = 2
+    warmup_fraction: float = 0.2
     random_configs: int = 2
     eval_every: int = 250
 
@@ -61,6 +70,11 @@ class PretrainBudget:
             raise ValueError(f"pretraining needs steps ≥ 1, got {self.steps}.")
         if not 0.0 <= self.full_width_fraction < 1.0:
             raise ValueError(f"full_width_fraction must lie in [0, 1), got {self.full_width_fraction}.")
+        if not 0.0 <= self.label_smoothing < 1.0 or not 0.0 <= self.warmup_fraction < 1.0:
+            raise ValueError("label_smoothing and warmup_fraction must lie in [0, 1), got "
+                             f"{self.label_smoothing} and {self.warmup_fraction}.")
+        if self.translate < 0:
+            raise ValueError(f"translate is a shift in pixels ≥ 0, got {self.translate}.")
 
     @property
     def full_width_steps(self) -> int:
@@ -76,17 +90,19 @@ def random_width_mixes(model: GroupedCNN, count: int, generator: torch.Generator
     return torch.randint(1, model.k + 1, (count, model.num_decisions), generator=generator)
 
 
-def full_width_step(model: GroupedCNN, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Accumulate the gradient of the full width's cross-entropy on the labels; returns the
-    logits (for distillation) and the loss."""
+def full_width_step(model: GroupedCNN, images: torch.Tensor, labels: torch.Tensor,
+                    label_smoothing: float = 0.0) -> tuple[torch.Tensor, float]:
+    """Accumulate the gradient of the full width's (smoothed) cross-entropy on the labels; returns
+    the logits (for distillation) and the loss."""
     logits = model(images)
-    loss = F.cross_entropy(logits, labels)
+    loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
     loss.backward()
     return logits, loss.item()
 
 
 def sandwich_step(
-    model: GroupedCNN, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, random_configs: int
+    model: GroupedCNN, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, random_configs: int,
+    label_smoothing: float = 0.0,
 ) -> float:
     """Accumulate gradients for one batch by the sandwich rule with in-place distillation.
 
@@ -94,7 +110,7 @@ def sandwich_step(
     per-layer mixes learn from the full network's (detached) predictions, which transfers the full
     network's knowledge to every prefix and keeps their BN statistics trained on real mixes.
     """
-    full_logits, loss = full_width_step(model, images, labels)
+    full_logits, loss = full_width_step(model, images, labels, label_smoothing)
     if model.k == 1:  # a plain network (e.g. a narrow baseline) has no narrower prefix to distil into
         return loss
     soft_targets = full_logits.detach().softmax(dim=1)
@@ -162,12 +178,14 @@ def start_prefixes_from_full_width(model: GroupedCNN) -> None:
                 norm.num_batches_tracked.copy_(full.num_batches_tracked)
 
 
-def _sgd_with_cosine(model: nn.Module, budget: PretrainBudget, steps: int):
-    optimizer = torch.optim.SGD(model.parameters(), lr=budget.lr, momentum=0.9, nesterov=True,
-                                weight_decay=budget.weight_decay)
-    warmup = max(1, steps * 3 // 100)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(
-        (step + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, step / steps)))))
+def _sgd_one_cycle(model: nn.Module, budget: PretrainBudget, steps: int):
+    decayed = [parameter for parameter in model.parameters() if parameter.dim() > 1]
+    others = [parameter for parameter in model.parameters() if parameter.dim() <= 1]
+    optimizer = torch.optim.SGD([{"params": decayed, "weight_decay": budget.weight_decay},
+                                 {"params": others, "weight_decay": 0.0}], lr=budget.lr, momentum=0.9, nesterov=True)
+    warmup = max(1, round(steps * budget.warmup_fraction))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (step + 1) / warmup if step < warmup
+                                                 else max(0.0, (steps - step) / max(1, steps - warmup)))
     return optimizer, schedule
 
 
@@ -201,12 +219,12 @@ def pretrain_grouped_cnn(
 
     def sample_batch() -> tuple[torch.Tensor, torch.Tensor]:
         rows = torch.randint(len(y_train), (budget.batch_size,), generator=generator)
-        images = normalize(augment_batch(x_train[rows], generator, flip).to(device), dataset)
+        images = normalize(augment_batch(x_train[rows], generator, flip, budget.translate).to(device), dataset)
         return images.contiguous(memory_format=torch.channels_last), y_train[rows].to(device)
 
     def run_phase(steps: int, step_loss: Callable[[torch.Tensor, torch.Tensor], float],
                   evaluate: Callable[[], dict[str, float]], description: str) -> TrainResult:
-        optimizer, schedule = _sgd_with_cosine(model, budget, steps)
+        optimizer, schedule = _sgd_one_cycle(model, budget, steps)
 
         def train_step(step: int) -> float:
             images, labels = sample_batch()
@@ -238,11 +256,12 @@ def pretrain_grouped_cnn(
 
     wall_s = 0.0
     if budget.full_width_steps:
-        wall_s += run_phase(budget.full_width_steps, lambda images, labels: full_width_step(model, images, labels)[1],
+        wall_s += run_phase(budget.full_width_steps, lambda images, labels: full_width_step(model, images, labels, budget.label_smoothing)[1],
                             evaluate_full_width, "full width").wall_s
         start_prefixes_from_full_width(model)
     result = run_phase(budget.sandwich_steps,
-                       lambda images, labels: sandwich_step(model, images, labels, generator, budget.random_configs),
+                       lambda images, labels: sandwich_step(model, images, labels, generator, budget.random_configs,
+                                                           budget.label_smoothing),
                        evaluate_every_width, "every width")
     # Replace the EMA statistics of the kept checkpoint by exact averages (forward passes only).
     recalibrate_batchnorm(model, lambda: sample_batch()[0], recalibration_batches, generator)

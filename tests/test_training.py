@@ -129,7 +129,8 @@ def test_pretrain_budget_splits_its_steps_between_the_two_phases():
     assert (budget.full_width_steps, budget.sandwich_steps) == (3, 7)
     assert PretrainBudget(steps=1).sandwich_steps == 1  # the sandwich phase always runs
     assert PretrainBudget(steps=5, full_width_fraction=0.0).full_width_steps == 0
-    for bad in ({"steps": 0}, {"full_width_fraction": 1.0}, {"full_width_fraction": -0.1}):
+    for bad in ({"steps": 0}, {"full_width_fraction": 1.0}, {"full_width_fraction": -0.1}, {"label_smoothing": 1.0},
+                {"warmup_fraction": -0.1}, {"translate": -1}):
         with pytest.raises(ValueError):
             PretrainBudget(**bad)
 
@@ -170,3 +171,19 @@ def test_loading_a_backbone_leaves_the_callers_random_stream_alone(fresh_process
     torch.manual_seed(123)
     pretrained_backbone(TINY, device="cpu")  # builds (seeds torch with the backbone's seed) and trains
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_one_cycle_schedule_warms_up_then_decays_to_zero_and_spares_batchnorm_from_decay():
+    model = GroupedCNN(BACKBONES["cnn4"], 3, 10, k=2)
+    budget = PretrainBudget(steps=10, lr=0.4, warmup_fraction=0.2)
+    optimizer, schedule = pretraining._sgd_one_cycle(model, budget, 10)
+    rates = []
+    for _ in range(10):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[:3] == pytest.approx([0.2, 0.4, 0.4])  # two warm-up steps, then the peak
+    assert rates[2:] == sorted(rates[2:], reverse=True) and rates[-1] == pytest.approx(0.05)
+    decayed, spared = optimizer.param_groups
+    assert decayed["weight_decay"] == 5e-4 and spared["weight_decay"] == 0.0
+    assert all(parameter.dim() == 1 for parameter in spared["params"])  # BatchNorm scales/shifts, biases
