@@ -49,6 +49,7 @@ from prune_gym.agents.dqn_common import (
     train_loop,
     trainer_state_dict,
 )
+from prune_gym.pruning.counting import gru_cell_macs
 
 # ----------------------------------------------------------------------------------------------
 # Hyperparameters
@@ -103,6 +104,15 @@ class RNPQNetwork(nn.Module):
     @property
     def num_decisions(self) -> int:
         return len(self.input_widths)
+
+    def macs_per_image(self) -> int:
+        """MACs of one image's ``D`` decisions (the project counter's conventions): per decision
+        ``t`` the encoder ``(input_widths[t] + 1) · hidden``, the GRU cell ``3 · (hidden·hidden +
+        hidden·hidden)`` and the decoder ``hidden · k``; biases, ReLU and the gates' elementwise
+        work are not counted."""
+        hidden, k = self.gru.hidden_size, self.decoder.out_features
+        per_decision = gru_cell_macs(self.gru.input_size, hidden) + hidden * k
+        return sum((width + 1) * hidden + per_decision for width in self.input_widths)
 
     def step(self, obs: torch.Tensor, index: int, hidden: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Q-values (B×k) for decision ``index`` and the new GRU state (B×hidden)."""
@@ -185,6 +195,11 @@ class RecurrentDecider:
         self.network, self.max_width, self.epsilon = network, max_width, epsilon
         self.rng = rng or np.random.default_rng(0)
         self.hidden: torch.Tensor | None = None
+
+    @property
+    def decision_macs(self) -> int:
+        """MACs per image of the decision network (see :meth:`RNPQNetwork.macs_per_image`)."""
+        return self.network.macs_per_image()
 
     def decision_index(self, obs: np.ndarray) -> int:
         one_hot = obs[0, self.max_width: self.max_width + self.network.num_decisions]

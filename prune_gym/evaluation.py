@@ -4,6 +4,10 @@
 Every image is classified once by :class:`~prune_gym.pruning.runtime.RuntimePrunedNet` under the
 decision function (the code path a deployment runs). The reference is a second runtime — usually
 the *pretrained* backbone at full width on the same images (``accuracy_full``, ``macs_full``).
+
+Honest cost: every MAC figure of a policy includes its decision function's own MACs per image
+(:func:`~prune_gym.pruning.runtime.decision_macs`; 0 for scripted rules), reported separately as
+``decision_macs``; the backbone alone is ``backbone_macs`` / ``macs_ratio_backbone``.
 """
 
 from __future__ import annotations
@@ -65,14 +69,23 @@ def batch1_latency_ms(runtime: Any, decide: Callable[[np.ndarray], Any], images:
 
 def evaluate_rnp_policy(env: Any, decide: Callable[[np.ndarray], Any], images: torch.Tensor, labels: torch.Tensor,
                         reference_env: Any, latency: bool = True) -> dict[str, Any]:
-    """The figures of one RNP policy on ``images``; ``reference_env`` holds the pretrained backbone."""
-    from prune_gym.pruning.runtime import uniform_decision
+    """The figures of one RNP policy on ``images``; ``reference_env`` holds the pretrained backbone.
+
+    MACs are per image. ``mean_macs``, ``macs_std``, ``macs_ratio`` (``macs_full / mean_macs``) and
+    ``macs_per_class`` (mean MACs of the images of each true class) include the decision function's
+    ``decision_macs``; ``backbone_macs`` and ``macs_ratio_backbone`` leave it out.
+    ``groups_distribution`` is the share of images at each group count (1..k), per decided layer.
+    """
+    from prune_gym.pruning.runtime import decision_macs, uniform_decision
 
     runtime, dataset = env.runtime, env.dataset
     full = uniform_decision(runtime.k - 1)
-    logits, macs, chosen = classify(runtime, decide, images, dataset)
+    logits, backbone_macs, chosen = classify(runtime, decide, images, dataset)
     reference_logits, macs_full, _ = classify(reference_env.runtime, full, images, dataset)
     finetuned_logits, _, _ = classify(runtime, full, images, dataset)
+    deciding = decision_macs(decide)
+    macs = backbone_macs + deciding
+    label_array = labels.cpu().numpy()
     figures: dict[str, Any] = {
         "mean_params": float(params_used(runtime, chosen).mean()),
         "images": len(labels),
@@ -81,8 +94,13 @@ def evaluate_rnp_policy(env: Any, decide: Callable[[np.ndarray], Any], images: t
         "accuracy_full": float((reference_logits.argmax(1) == labels).float().mean()),
         "accuracy_full_finetuned": float((finetuned_logits.argmax(1) == labels).float().mean()),
         "mean_macs": float(macs.mean()),
+        "macs_std": float(macs.std()),
+        "decision_macs": deciding,
+        "backbone_macs": float(backbone_macs.mean()),
         "macs_full": int(macs_full[0]),
         "macs_ratio": float(macs_full[0] / macs.mean()),
+        "macs_ratio_backbone": float(macs_full[0] / backbone_macs.mean()),
+        "macs_per_class": {int(label): float(macs[label_array == label].mean()) for label in np.unique(label_array)},
         "groups_distribution": {
             f"layer{index + 1}": [float((chosen[:, index] == groups).mean()) for groups in range(1, runtime.k + 1)]
             for index in range(chosen.shape[1])},

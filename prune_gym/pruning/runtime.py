@@ -20,8 +20,23 @@ from prune_gym.models.grouped_cnn import BackboneSpec, GroupedCNN, run_grouped
 from prune_gym.pruning.counting import LayerCost, trace_layer_costs
 
 # decide(observations: float32 numpy N×obs_dim) -> actions in 0..k-1 (compute action+1 groups),
-# the signature of an agent's batched policy, so a trained agent plugs in directly.
+# the signature of an agent's batched policy, so a trained agent plugs in directly. A decision
+# function states its own cost in a `decision_macs` attribute (see decision_macs below).
 DecisionFunction = Callable[[np.ndarray], "np.ndarray | Sequence[int]"]
+
+
+def decision_macs(decide: DecisionFunction) -> int:
+    """MACs per image that ``decide`` itself spends: the sum over the ``L-1`` decisions of one image,
+    counted with :mod:`prune_gym.pruning.counting`'s conventions (linear and GRU products; no
+    elementwise work). A decision function states it as an integer ``decision_macs`` attribute (an
+    agent's decision network does; :class:`~prune_gym.agents.rnp_dqn.RecurrentDecider` counts its
+    encoders, GRU cell and decoder). A function without one is a scripted rule (a constant, a random
+    draw) and costs 0 MACs. The observation's global average pools are not counted (pooling, as
+    everywhere in the counter)."""
+    macs = getattr(decide, "decision_macs", 0)
+    if isinstance(macs, bool) or not isinstance(macs, (int, np.integer)) or macs < 0:
+        raise TypeError(f"decision_macs of {decide!r} must be an integer ≥ 0 (MACs per image), got {macs!r}.")
+    return int(macs)
 
 
 def observation_size(spec: BackboneSpec) -> int:
@@ -171,4 +186,6 @@ def uniform_decision(action: int) -> DecisionFunction:
     def decide(observations: np.ndarray) -> np.ndarray:
         return np.full(observations.shape[0], action, dtype=np.int64)
 
+    decide.decision_macs = 0  # a constant: no network runs
+    decide.constant_action = action  # lets the single-image and batched paths skip observations
     return decide
