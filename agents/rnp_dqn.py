@@ -219,6 +219,39 @@ class RecurrentDecider:
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         return epsilon_greedy(self.q_values(obs), self.epsilon, self.rng)
 
+    def decision_cell(self) -> RNPDecisionCell:
+        """The greedy network as a torch :class:`~prune_gym.pruning.deploy.DecisionCell` for the
+        single-image deployment path (:class:`~prune_gym.pruning.deploy.SingleImagePath`)."""
+        if self.epsilon:
+            raise ValueError(f"decision_cell() deploys the greedy policy; this decider explores (ε={self.epsilon}).")
+        return RNPDecisionCell(self.network)
+
+
+class RNPDecisionCell:
+    """:meth:`RNPQNetwork.step` for one image without building its observation vector: encoder
+    ``t`` reads the pooled features through the weight columns of the channels that are active (the
+    observation's zero padding contributes nothing) and the MAC fraction through its last column,
+    folded into the bias. Same Q-values as ``step`` up to float summation order."""
+
+    def __init__(self, network: RNPQNetwork):
+        self.network = network
+        self.encoders = [(encoder.weight.detach(), encoder.bias.detach()) for encoder in network.encoders]
+        self._columns: dict[tuple[int, int], torch.Tensor] = {}
+
+    def initial_state(self) -> torch.Tensor:
+        return torch.zeros(1, self.network.gru.hidden_size)
+
+    def step(self, pooled: torch.Tensor, index: int, macs_fraction: float,
+             state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        weight, bias = self.encoders[index]
+        key = (index, pooled.shape[1])
+        columns = self._columns.get(key)
+        if columns is None:
+            columns = self._columns[key] = weight[:, : pooled.shape[1]].contiguous()
+        encoded = F.relu_(F.linear(pooled, columns, torch.add(bias, weight[:, -1], alpha=macs_fraction)))
+        state = self.network.gru(encoded, state)
+        return self.network.decoder(state), state
+
 
 # ----------------------------------------------------------------------------------------------
 # Training
