@@ -380,3 +380,17 @@ def decider_from_final_model(final: dict[str, Any], env: Any, hidden_size: int) 
     network.load_state_dict(final["online"])
     env.load_backbone_state_dict(final["backbone"])
     return RecurrentDecider(network.eval(), env.runtime.max_width)
+
+
+def narrowest_width_decider(runtime: Any, hidden_size: int = 128, seed: int = 0) -> RecurrentDecider:
+    """``prune-gym bench``'s default policy when no run is given: a decision network of the default
+    architecture and size (random weights from ``seed``) whose decoder bias favours action 0 by 1000,
+    so it always picks 1 group: the narrowest paths, with a real decision network's time and MACs."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    network = q_network_for(runtime, hidden_size).eval()
+    torch.random.set_rng_state(generator_state)
+    with torch.no_grad():
+        network.decoder.bias[0] += 1000.0
+    return RecurrentDecider(network, runtime.max_width)
+

@@ -53,17 +53,31 @@ def classify(runtime: Any, decide: Callable[[np.ndarray], Any], images: torch.Te
             np.concatenate([o[2] for o in outputs]))
 
 
+def single_image_runner(runtime: Any, decide: Callable[[np.ndarray], Any]) -> tuple[Callable[[torch.Tensor], Any], str]:
+    """The batch-1 deployment path of ``runtime`` under ``decide`` and its name:
+    :class:`~prune_gym.pruning.deploy.SingleImagePath` (decisions in torch) where ``decide`` offers a
+    torch decision cell or is a constant rule, else the runtime itself (numpy decisions, e.g. SB3)."""
+    from prune_gym.pruning.deploy import SingleImagePath
+
+    try:
+        return SingleImagePath(runtime, decide), "single-image"
+    except TypeError:
+        return (lambda image: runtime(image, decide)), "runtime"
+
+
 @torch.inference_mode()
 def batch1_latency_ms(runtime: Any, decide: Callable[[np.ndarray], Any], images: torch.Tensor, dataset: Any) -> float:
-    """Mean wall-clock milliseconds of one image through ``runtime`` under ``decide``."""
+    """Mean wall-clock milliseconds of one image through the batch-1 deployment path of ``runtime``
+    under ``decide`` (:func:`single_image_runner`; the decision network's time included)."""
     from prune_gym.data import normalize
 
+    run, _ = single_image_runner(runtime, decide)
     inputs = normalize(images[:LATENCY_IMAGES].to(runtime.device), dataset)
     for index in range(min(20, len(inputs))):
-        runtime(inputs[index: index + 1], decide)
+        run(inputs[index: index + 1])
     start = time.perf_counter()
     for index in range(len(inputs)):
-        runtime(inputs[index: index + 1], decide)
+        run(inputs[index: index + 1])
     return 1000 * (time.perf_counter() - start) / len(inputs)
 
 
@@ -108,6 +122,7 @@ def evaluate_rnp_policy(env: Any, decide: Callable[[np.ndarray], Any], images: t
     if latency:
         figures["latency_full_ms"] = batch1_latency_ms(reference_env.runtime, full, images, dataset)
         figures["latency_pruned_ms"] = batch1_latency_ms(runtime, decide, images, dataset)
+        figures["latency_path"] = single_image_runner(runtime, decide)[1]
     return figures
 
 
