@@ -49,6 +49,7 @@ from prune_gym.agents.dqn_common import (
     train_loop,
     trainer_state_dict,
 )
+from prune_gym.pruning.counting import gru_cell_macs
 
 # ----------------------------------------------------------------------------------------------
 # Hyperparameters
@@ -103,6 +104,15 @@ class RNPQNetwork(nn.Module):
     @property
     def num_decisions(self) -> int:
         return len(self.input_widths)
+
+    def macs_per_image(self) -> int:
+        """MACs of one image's ``D`` decisions (the project counter's conventions): per decision
+        ``t`` the encoder ``(input_widths[t] + 1) · hidden``, the GRU cell ``3 · (hidden·hidden +
+        hidden·hidden)`` and the decoder ``hidden · k``; biases, ReLU and the gates' elementwise
+        work are not counted."""
+        hidden, k = self.gru.hidden_size, self.decoder.out_features
+        per_decision = gru_cell_macs(self.gru.input_size, hidden) + hidden * k
+        return sum((width + 1) * hidden + per_decision for width in self.input_widths)
 
     def step(self, obs: torch.Tensor, index: int, hidden: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Q-values (B×k) for decision ``index`` and the new GRU state (B×hidden)."""
@@ -186,6 +196,11 @@ class RecurrentDecider:
         self.rng = rng or np.random.default_rng(0)
         self.hidden: torch.Tensor | None = None
 
+    @property
+    def decision_macs(self) -> int:
+        """MACs per image of the decision network (see :meth:`RNPQNetwork.macs_per_image`)."""
+        return self.network.macs_per_image()
+
     def decision_index(self, obs: np.ndarray) -> int:
         one_hot = obs[0, self.max_width: self.max_width + self.network.num_decisions]
         if not one_hot.any():
@@ -203,6 +218,39 @@ class RecurrentDecider:
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         return epsilon_greedy(self.q_values(obs), self.epsilon, self.rng)
+
+    def decision_cell(self) -> RNPDecisionCell:
+        """The greedy network as a torch :class:`~prune_gym.pruning.deploy.DecisionCell` for the
+        single-image deployment path (:class:`~prune_gym.pruning.deploy.SingleImagePath`)."""
+        if self.epsilon:
+            raise ValueError(f"decision_cell() deploys the greedy policy; this decider explores (ε={self.epsilon}).")
+        return RNPDecisionCell(self.network)
+
+
+class RNPDecisionCell:
+    """:meth:`RNPQNetwork.step` for one image without building its observation vector: encoder
+    ``t`` reads the pooled features through the weight columns of the channels that are active (the
+    observation's zero padding contributes nothing) and the MAC fraction through its last column,
+    folded into the bias. Same Q-values as ``step`` up to float summation order."""
+
+    def __init__(self, network: RNPQNetwork):
+        self.network = network
+        self.encoders = [(encoder.weight.detach(), encoder.bias.detach()) for encoder in network.encoders]
+        self._columns: dict[tuple[int, int], torch.Tensor] = {}
+
+    def initial_state(self) -> torch.Tensor:
+        return torch.zeros(1, self.network.gru.hidden_size)
+
+    def step(self, pooled: torch.Tensor, index: int, macs_fraction: float,
+             state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        weight, bias = self.encoders[index]
+        key = (index, pooled.shape[1])
+        columns = self._columns.get(key)
+        if columns is None:
+            columns = self._columns[key] = weight[:, : pooled.shape[1]].contiguous()
+        encoded = F.relu_(F.linear(pooled, columns, torch.add(bias, weight[:, -1], alpha=macs_fraction)))
+        state = self.network.gru(encoded, state)
+        return self.network.decoder(state), state
 
 
 # ----------------------------------------------------------------------------------------------
@@ -332,3 +380,17 @@ def decider_from_final_model(final: dict[str, Any], env: Any, hidden_size: int) 
     network.load_state_dict(final["online"])
     env.load_backbone_state_dict(final["backbone"])
     return RecurrentDecider(network.eval(), env.runtime.max_width)
+
+
+def narrowest_width_decider(runtime: Any, hidden_size: int = 128, seed: int = 0) -> RecurrentDecider:
+    """``prune-gym bench``'s default policy when no run is given: a decision network of the default
+    architecture and size (random weights from ``seed``) whose decoder bias favours action 0 by 1000,
+    so it always picks 1 group: the narrowest paths, with a real decision network's time and MACs."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    network = q_network_for(runtime, hidden_size).eval()
+    torch.random.set_rng_state(generator_state)
+    with torch.no_grad():
+        network.decoder.bias[0] += 1000.0
+    return RecurrentDecider(network, runtime.max_width)
+

@@ -632,8 +632,25 @@ def load_rnp_decider(run_dir: str | Path, env: Any) -> Callable[[np.ndarray], np
             return decider_from_final_model(final, env, hidden_size)
         except NOT_FITTING_ERRORS as error:
             raise not_fitting(path, error) from None
-    model = _load_final_sb3_model(run_dir, config)
-    return lambda obs: np.asarray(model.predict(obs, deterministic=True)[0], dtype=np.int64)
+    return SB3Decider(_load_final_sb3_model(run_dir, config), env.runtime.observation_size,
+                      env.runtime.num_decisions)
+
+
+class SB3Decider:
+    """An SB3 model's greedy actions as a batched RNP decision function, with its cost per image:
+    the linear layers its ``predict`` runs for one observation (the policy's MLP; PPO's value head is
+    not run when acting), counted once by tracing, times the ``decisions`` per image."""
+
+    def __init__(self, model: Any, observation_size: int, decisions: int):
+        from prune_gym.pruning.counting import trace_layer_costs
+
+        self.model = model
+        observation = np.zeros((1, observation_size), dtype=np.float32)
+        costs = trace_layer_costs(model.policy, None, run=lambda: model.predict(observation, deterministic=True))
+        self.decision_macs = decisions * sum(cost.macs() for cost in costs)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict(obs, deterministic=True)[0], dtype=np.int64)
 
 
 def load_agent_policy(run_dir: str | Path) -> Any:

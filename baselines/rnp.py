@@ -89,7 +89,8 @@ def rnp_runner(env_id: str, policy: Any, seed: int, env_kwargs: dict[str, Any],
                eval_data: str | None) -> list[dict[str, Any]]:
     """``prune-gym compare``'s runner for RNP: one RNP episode is one image, so a run is the policy
     applied to every test image (or every ``x_test`` image of ``eval_data``) once, in batches; one
-    final row per (policy, seed) with the mean MACs and parameters per image."""
+    final row per (policy, seed) with the mean MACs (the decision function's own included, see
+    :func:`~prune_gym.evaluation.evaluate_rnp_policy`) and parameters per image."""
     import time
 
     from prune_gym.evaluation import evaluate_rnp_policy, rnp_images

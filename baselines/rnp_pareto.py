@@ -8,7 +8,7 @@ beside it: the uniform-width policies and the random policy on the same pretrain
 vanilla narrow networks (trained from scratch with fewer channels and the backbone's budget, at the
 DQN points' MACs, ``--vanilla-seeds`` seeds each: mean ± std), and
 SB3 DQN and PPO at the env's default reward. Writes ``OUT/results.json``, ``OUT/results.md`` and
-``OUT/pareto.png`` (test accuracy vs MACs per image).
+``OUT/pareto.png`` (test accuracy vs MACs per image, the decision network's own MACs included).
 """
 
 from __future__ import annotations
@@ -93,7 +93,8 @@ def agent_row(run_dir: Path, method: str, kind: str, wall_s: float | None, **ext
 
 def write_table(rows: list[dict[str, Any]], reference: dict[str, Any], path: Path) -> None:
     lines = [f"Test split, {reference['images']} images; full backbone: {100 * reference['accuracy_full']:.2f} % "
-             f"at {reference['macs_full'] / 1e6:.2f} M MACs per image.", "",
+             f"at {reference['macs_full'] / 1e6:.2f} M MACs per image. MACs/image include the decision "
+             "network's own (RNP-DQN encoders, GRU and decoder; SB3 policies' MLP; scripted rules 0).", "",
              "| method | group penalty | test accuracy | Δ vs full (points) | MACs/image | MAC reduction "
              "| train time |",
              "|---|---|---|---|---|---|---|"]
@@ -129,7 +130,7 @@ def plot(rows: list[dict[str, Any]], reference: dict[str, Any], path: Path) -> N
                           color="grey", capsize=3, lw=0.8)
     axis.axhline(100 * reference["accuracy_full"] - 2, color="grey", lw=0.8, ls="--", label="full − 2 points")
     axis.axvline(reference["macs_full"] / 3e6, color="grey", lw=0.8, ls=":", label="3× fewer MACs")
-    axis.set_xlabel("MACs per image (millions)")
+    axis.set_xlabel("MACs per image, decision network included (millions)")
     axis.set_ylabel("test accuracy (%)")
     axis.set_title("RNP on the CIFAR-10 subset (cnn4, k = 4)")
     axis.legend(fontsize=8)

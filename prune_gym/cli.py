@@ -98,8 +98,25 @@ def command_bench(args: argparse.Namespace) -> None:
     from prune_gym.bench import bench_rnp
 
     env_id = require_family(args.env_id, "RNP", "bench")
+    if args.run_dir is not None:
+        from prune_gym.agents.runs import load_rnp_decider, read_config
+
+        config = read_config(args.run_dir)
+        policy = f"run {args.run_dir} ({config['algo']}, greedy; its fine-tuned backbone)"
+
+        def make_decider(env):
+            return load_rnp_decider(args.run_dir, env)
+    else:
+        from prune_gym.agents.rnp_dqn import narrowest_width_decider
+
+        policy = ("default: untrained rnp-dqn decision network (hidden 128, seed 0) with decoder bias +1000 on "
+                  "1 group, so always the narrowest width; its time and MACs are measured and charged")
+
+        def make_decider(env):
+            return narrowest_width_decider(env.runtime)
     figures = bench_rnp(env_id, num_envs=args.num_envs, episodes=args.episodes,
-                        env_kwargs=parse_env_kwargs(args.env_kwargs))
+                        env_kwargs=parse_env_kwargs(args.env_kwargs), make_decider=make_decider, policy=policy,
+                        latency_images=args.latency_images, passes=args.passes, batch_size=args.batch_size)
     print(json.dumps(figures, indent=2))
     _write_json(figures, args.json)
 
@@ -169,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("env_id")
     bench.add_argument("--num-envs", type=int, default=256)
     bench.add_argument("--episodes", type=int, default=20, help="episodes of the native env to time")
+    bench.add_argument("--run", dest="run_dir", metavar="RUN_DIR",
+                       help="measure this trained run's policy (prune-gym train ... --algo rnp-dqn); default: an "
+                            "untrained decision network of the default size that always picks 1 group")
+    bench.add_argument("--batch-size", type=int, default=256, help="images per batch for the throughput figures")
+    bench.add_argument("--latency-images", type=int, default=100, help="test images timed one at a time")
+    bench.add_argument("--passes", type=int, default=5, help="timed passes (full and pruned alternate)")
     bench.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE")
     bench.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     bench.set_defaults(run=command_bench)

@@ -4,6 +4,10 @@
 Every image is classified once by :class:`~prune_gym.pruning.runtime.RuntimePrunedNet` under the
 decision function (the code path a deployment runs). The reference is a second runtime — usually
 the *pretrained* backbone at full width on the same images (``accuracy_full``, ``macs_full``).
+
+Honest cost: every MAC figure of a policy includes its decision function's own MACs per image
+(:func:`~prune_gym.pruning.runtime.decision_macs`; 0 for scripted rules), reported separately as
+``decision_macs``; the backbone alone is ``backbone_macs`` / ``macs_ratio_backbone``.
 """
 
 from __future__ import annotations
@@ -49,30 +53,53 @@ def classify(runtime: Any, decide: Callable[[np.ndarray], Any], images: torch.Te
             np.concatenate([o[2] for o in outputs]))
 
 
+def single_image_runner(runtime: Any, decide: Callable[[np.ndarray], Any]) -> tuple[Callable[[torch.Tensor], Any], str]:
+    """The batch-1 deployment path of ``runtime`` under ``decide`` and its name:
+    :class:`~prune_gym.pruning.deploy.SingleImagePath` (decisions in torch) where ``decide`` offers a
+    torch decision cell or is a constant rule, else the runtime itself (numpy decisions, e.g. SB3)."""
+    from prune_gym.pruning.deploy import SingleImagePath
+
+    try:
+        return SingleImagePath(runtime, decide), "single-image"
+    except TypeError:
+        return (lambda image: runtime(image, decide)), "runtime"
+
+
 @torch.inference_mode()
 def batch1_latency_ms(runtime: Any, decide: Callable[[np.ndarray], Any], images: torch.Tensor, dataset: Any) -> float:
-    """Mean wall-clock milliseconds of one image through ``runtime`` under ``decide``."""
+    """Mean wall-clock milliseconds of one image through the batch-1 deployment path of ``runtime``
+    under ``decide`` (:func:`single_image_runner`; the decision network's time included)."""
     from prune_gym.data import normalize
 
+    run, _ = single_image_runner(runtime, decide)
     inputs = normalize(images[:LATENCY_IMAGES].to(runtime.device), dataset)
     for index in range(min(20, len(inputs))):
-        runtime(inputs[index: index + 1], decide)
+        run(inputs[index: index + 1])
     start = time.perf_counter()
     for index in range(len(inputs)):
-        runtime(inputs[index: index + 1], decide)
+        run(inputs[index: index + 1])
     return 1000 * (time.perf_counter() - start) / len(inputs)
 
 
 def evaluate_rnp_policy(env: Any, decide: Callable[[np.ndarray], Any], images: torch.Tensor, labels: torch.Tensor,
                         reference_env: Any, latency: bool = True) -> dict[str, Any]:
-    """The figures of one RNP policy on ``images``; ``reference_env`` holds the pretrained backbone."""
-    from prune_gym.pruning.runtime import uniform_decision
+    """The figures of one RNP policy on ``images``; ``reference_env`` holds the pretrained backbone.
+
+    MACs are per image. ``mean_macs``, ``macs_std``, ``macs_ratio`` (``macs_full / mean_macs``) and
+    ``macs_per_class`` (mean MACs of the images of each true class) include the decision function's
+    ``decision_macs``; ``backbone_macs`` and ``macs_ratio_backbone`` leave it out.
+    ``groups_distribution`` is the share of images at each group count (1..k), per decided layer.
+    """
+    from prune_gym.pruning.runtime import decision_macs, uniform_decision
 
     runtime, dataset = env.runtime, env.dataset
     full = uniform_decision(runtime.k - 1)
-    logits, macs, chosen = classify(runtime, decide, images, dataset)
+    logits, backbone_macs, chosen = classify(runtime, decide, images, dataset)
     reference_logits, macs_full, _ = classify(reference_env.runtime, full, images, dataset)
     finetuned_logits, _, _ = classify(runtime, full, images, dataset)
+    deciding = decision_macs(decide)
+    macs = backbone_macs + deciding
+    label_array = labels.cpu().numpy()
     figures: dict[str, Any] = {
         "mean_params": float(params_used(runtime, chosen).mean()),
         "images": len(labels),
@@ -81,8 +108,13 @@ def evaluate_rnp_policy(env: Any, decide: Callable[[np.ndarray], Any], images: t
         "accuracy_full": float((reference_logits.argmax(1) == labels).float().mean()),
         "accuracy_full_finetuned": float((finetuned_logits.argmax(1) == labels).float().mean()),
         "mean_macs": float(macs.mean()),
+        "macs_std": float(macs.std()),
+        "decision_macs": deciding,
+        "backbone_macs": float(backbone_macs.mean()),
         "macs_full": int(macs_full[0]),
         "macs_ratio": float(macs_full[0] / macs.mean()),
+        "macs_ratio_backbone": float(macs_full[0] / backbone_macs.mean()),
+        "macs_per_class": {int(label): float(macs[label_array == label].mean()) for label in np.unique(label_array)},
         "groups_distribution": {
             f"layer{index + 1}": [float((chosen[:, index] == groups).mean()) for groups in range(1, runtime.k + 1)]
             for index in range(chosen.shape[1])},
@@ -90,6 +122,7 @@ def evaluate_rnp_policy(env: Any, decide: Callable[[np.ndarray], Any], images: t
     if latency:
         figures["latency_full_ms"] = batch1_latency_ms(reference_env.runtime, full, images, dataset)
         figures["latency_pruned_ms"] = batch1_latency_ms(runtime, decide, images, dataset)
+        figures["latency_path"] = single_image_runner(runtime, decide)[1]
     return figures
 
 

@@ -94,6 +94,16 @@ def test_rnp_q_network_is_one_network_shared_across_layers():
     torch.testing.assert_close(network(padded)[:, 0], sequence[:, 0])
 
 
+def test_rnp_q_network_counts_its_own_macs_per_image():
+    network = RNPQNetwork([3, 5], k=2, hidden_size=4)
+    # Per decision: encoder (width + 1)·4, GRU cell 3·(4·4 + 4·4) = 96, decoder 4·2 = 8.
+    assert network.macs_per_image() == (4 * 4 + 96 + 8) + (6 * 4 + 96 + 8) == 248
+    from prune_gym.agents.rnp_dqn import RecurrentDecider
+    from prune_gym.pruning.runtime import decision_macs
+
+    assert decision_macs(RecurrentDecider(network, max_width=5)) == 248
+
+
 def test_double_dqn_uses_the_online_argmax():
     online = torch.tensor([[1.0, 3.0, 2.0]])
     target = torch.tensor([[10.0, 0.5, 20.0]])
@@ -288,7 +298,17 @@ def test_sb3_trains_on_the_batched_rnp_env_and_evaluates(tmp_path, algo):
     from prune_gym.agents.evaluate import evaluate_run
 
     figures = evaluate_run(run_dir)
-    assert 0.0 <= figures["accuracy"] <= 1.0 and figures["macs_ratio"] >= 1.0
+    # An agent that keeps every group costs more than the full backbone once its MLP is charged.
+    assert 0.0 <= figures["accuracy"] <= 1.0 and figures["macs_ratio_backbone"] >= 1.0
+    # The policy's MLP is charged: its linear layers that predict runs, once per decided layer.
+    from stable_baselines3 import A2C, DQN, PPO
+
+    model = {"ppo": PPO, "dqn": DQN, "a2c": A2C}[algo].load(run_dir / "final_model.zip", device="cpu")
+    acting = model.q_net.q_net if algo == "dqn" else [*model.policy.mlp_extractor.policy_net, model.policy.action_net]
+    per_decision = sum(layer.in_features * layer.out_features for layer in acting
+                       if isinstance(layer, torch.nn.Linear))
+    assert figures["decision_macs"] == 3 * per_decision > 0
+    assert figures["mean_macs"] == pytest.approx(figures["backbone_macs"] + figures["decision_macs"])
 
 
 @pytest.mark.parametrize("algo", ["sac", "td3"])

@@ -45,6 +45,31 @@ def test_uniform_policy_keeps_its_groups_everywhere(groups):
     assert info["macs"] == figures["mean_macs"] and info["params"] == figures["mean_params"]
 
 
+def test_evaluation_charges_the_decision_functions_own_macs():
+    env = gym.make("RNP-Synthetic-v0", **SYNTHETIC).unwrapped
+    env.reset(seed=0)
+    images, labels, _ = rnp_images(env, "test", None)
+
+    def decide(obs):
+        return np.where(obs[:, 0] > obs[:, 1], 0, 3)  # a data-dependent rule
+
+    decide.decision_macs = 1000
+    figures = evaluate_rnp_policy(env, decide, images, labels, env, latency=False)
+    assert figures["decision_macs"] == 1000
+    assert figures["mean_macs"] == pytest.approx(figures["backbone_macs"] + 1000)
+    assert figures["macs_ratio"] == pytest.approx(figures["macs_full"] / figures["mean_macs"])
+    assert figures["macs_ratio_backbone"] == pytest.approx(figures["macs_full"] / figures["backbone_macs"])
+    assert figures["macs_ratio"] < figures["macs_ratio_backbone"]
+    per_class = figures["macs_per_class"]
+    counts = np.bincount(labels.numpy())
+    assert set(per_class) == set(np.flatnonzero(counts).tolist())
+    assert sum(per_class[c] * counts[c] for c in per_class) / counts.sum() == pytest.approx(figures["mean_macs"])
+    assert figures["macs_std"] > 0  # the rule picks both widths on these images
+    # A scripted rule without the attribute costs nothing.
+    del decide.decision_macs
+    assert evaluate_rnp_policy(env, decide, images, labels, env, latency=False)["decision_macs"] == 0
+
+
 def test_random_policy_uses_every_width():
     env = gym.make("RNP-Synthetic-v0", **SYNTHETIC)
     env.reset(seed=0)

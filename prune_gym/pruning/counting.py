@@ -14,11 +14,16 @@ different environments are comparable. Conventions:
   (``kept_units``). In a sequential chain a layer's inputs are its predecessor's outputs, so the
   input units kept follow from the previous layer (and scale through a flatten). For other
   topologies remove the channels for real (smaller dense model) and count that model.
+* A recurrent cell counts its matrix products too: a GRU cell with input size ``i`` and hidden
+  size ``h`` is ``3 · (i·h + h·h)`` MACs per step (three gates, each an input and a hidden
+  product); its gates' elementwise work (sigmoids, tanh, the blend) is O(h) and not counted, as
+  biases, activations and pooling are not. A decision network's cost per image is the sum over the
+  decisions it takes for that image (:func:`decision_macs` in :mod:`prune_gym.pruning.runtime`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -64,9 +69,17 @@ class LayerCost:
         return kept_in * kept_out * self.kernel_area // self.groups + (kept_out if self.has_bias else 0)
 
 
-def trace_layer_costs(model: nn.Module, input_shape: Sequence[int]) -> list[LayerCost]:
-    """Run one image of shape ``input_shape`` (C×H×W) through ``model`` and record every conv/linear
-    layer in execution order. The model's train/eval mode is restored afterwards."""
+def gru_cell_macs(input_size: int, hidden_size: int) -> int:
+    """MACs of one step of a GRU cell (module docstring): three gates × (input + hidden product)."""
+    return 3 * (input_size * hidden_size + hidden_size * hidden_size)
+
+
+def trace_layer_costs(model: nn.Module, input_shape: Sequence[int] | None,
+                      run: Callable[[], object] | None = None) -> list[LayerCost]:
+    """Run one image of shape ``input_shape`` (C×H×W, or a feature vector's shape) through ``model``
+    and record every conv/linear layer in execution order; with ``run``, call that instead (e.g. an
+    agent's ``predict`` on one observation), so only the layers it actually runs are recorded. The
+    model's train/eval mode is restored afterwards."""
     costs: list[LayerCost] = []
     names = {module: name for name, module in model.named_modules()}
 
@@ -88,7 +101,10 @@ def trace_layer_costs(model: nn.Module, input_shape: Sequence[int]) -> list[Laye
         parameter = next(model.parameters(), None)
         device = parameter.device if parameter is not None else torch.device("cpu")
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=device))
+            if run is not None:
+                run()
+            else:
+                model(torch.zeros(1, *input_shape, device=device))
     finally:
         model.train(was_training)
         for hook in hooks:

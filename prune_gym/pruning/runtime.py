@@ -20,8 +20,23 @@ from prune_gym.models.grouped_cnn import BackboneSpec, GroupedCNN, run_grouped
 from prune_gym.pruning.counting import LayerCost, trace_layer_costs
 
 # decide(observations: float32 numpy N×obs_dim) -> actions in 0..k-1 (compute action+1 groups),
-# the signature of an agent's batched policy, so a trained agent plugs in directly.
+# the signature of an agent's batched policy, so a trained agent plugs in directly. A decision
+# function states its own cost in a `decision_macs` attribute (see decision_macs below).
 DecisionFunction = Callable[[np.ndarray], "np.ndarray | Sequence[int]"]
+
+
+def decision_macs(decide: DecisionFunction) -> int:
+    """MACs per image that ``decide`` itself spends: the sum over the ``L-1`` decisions of one image,
+    counted with :mod:`prune_gym.pruning.counting`'s conventions (linear and GRU products; no
+    elementwise work). A decision function states it as an integer ``decision_macs`` attribute (an
+    agent's decision network does; :class:`~prune_gym.agents.rnp_dqn.RecurrentDecider` counts its
+    encoders, GRU cell and decoder). A function without one is a scripted rule (a constant, a random
+    draw) and costs 0 MACs. The observation's global average pools are not counted (pooling, as
+    everywhere in the counter)."""
+    macs = getattr(decide, "decision_macs", 0)
+    if isinstance(macs, bool) or not isinstance(macs, (int, np.integer)) or macs < 0:
+        raise TypeError(f"decision_macs of {decide!r} must be an integer ≥ 0 (MACs per image), got {macs!r}.")
+    return int(macs)
 
 
 def observation_size(spec: BackboneSpec) -> int:
@@ -140,17 +155,59 @@ class RuntimePrunedNet:
     def forward(self, images: torch.Tensor, decide: DecisionFunction) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
         """Classify normalised ``images`` computing only the groups ``decide`` picks.
 
+        Unlike the environments' step-by-step path (:meth:`layer`: one zero-padded tensor for the
+        batch), images are kept in *buckets* of equal active width, each a dense tensor of exactly
+        that many channels. A decided layer splits a bucket by the chosen group counts (one
+        gather only where a bucket splits), runs one sliced conv per (width, groups) present, and
+        concatenates the outputs of equal width into the next buckets: no zero-fill, no scatter,
+        no channel slicing of a padded tensor, and at most ``k`` buckets per layer. Observations
+        are the same as the step-by-step path's (tested).
+
         Returns:
-            logits (N×classes), MACs per image (int64), chosen group counts (int64 N×(L-1), 1..k).
+            logits (N×classes), backbone MACs per image (int64; the decision function's own are
+            :func:`decision_macs`), chosen group counts (int64 N×(L-1), 1..k).
         """
+        count = images.shape[0]
         h, widths, macs = self.stem(images)
-        chosen = np.empty((images.shape[0], self.num_decisions), dtype=np.int64)
+        buckets = [(np.arange(count), h)]
+        chosen = np.empty((count, self.num_decisions), dtype=np.int64)
+        constant = getattr(decide, "constant_action", None)
         for index in range(self.num_decisions):
-            chosen[:, index] = np.asarray(decide(self.observation(h, index, macs)), dtype=np.int64).reshape(-1) + 1
-            h, widths, layer_macs = self.layer(index + 1, h, widths, chosen[:, index])
-            macs = macs + layer_macs
-        logits, head_macs = self.head(h, widths)
-        return logits, macs + head_macs, chosen
+            layer = index + 1
+            if constant is None:
+                obs = self._bucket_observation(buckets, index, macs)
+                choice = np.asarray(decide(obs), dtype=np.int64).reshape(-1) + 1
+            else:
+                choice = np.full(count, constant + 1, dtype=np.int64)
+            chosen[:, index] = choice
+            pieces: dict[int, list[tuple[np.ndarray, torch.Tensor]]] = {}
+            for rows, activations in buckets:
+                bucket_choice = choice[rows]
+                for groups in np.unique(bucket_choice).tolist():
+                    selected = np.flatnonzero(bucket_choice == groups)
+                    part = activations if len(selected) == len(rows) else activations[torch.from_numpy(selected)]
+                    output = self._conv_pool_relu(layer, part, groups)
+                    pieces.setdefault(output.shape[1], []).append((rows[selected], output))
+            buckets = [(np.concatenate([rows for rows, _ in parts]),
+                        torch.cat([output for _, output in parts]) if len(parts) > 1 else parts[0][1])
+                       for parts in pieces.values()]
+            out_widths = self.backbone.widths_of(layer, choice, count)
+            macs = macs + self.costs[layer].macs(widths, out_widths)
+            widths = out_widths
+        logits = torch.empty((count, self.backbone.num_classes), device=self.device)
+        for rows, activations in buckets:
+            logits[torch.from_numpy(rows).to(self.device)] = self._classify(activations)
+        return logits, macs + self.costs[-1].macs(widths), chosen
+
+    def _bucket_observation(self, buckets: list[tuple[np.ndarray, torch.Tensor]], decision_index: int,
+                            macs_used: np.ndarray) -> np.ndarray:
+        """:meth:`observation` for images held in buckets (rows, activations of their width)."""
+        obs = np.zeros((len(macs_used), self.observation_size), dtype=np.float32)
+        for rows, activations in buckets:
+            obs[rows, : activations.shape[1]] = activations.mean(dim=(2, 3)).cpu().numpy()
+        obs[:, self.max_width + decision_index] = 1.0
+        obs[:, -1] = macs_used / self.macs_full
+        return obs
 
     __call__ = forward
 
@@ -171,4 +228,6 @@ def uniform_decision(action: int) -> DecisionFunction:
     def decide(observations: np.ndarray) -> np.ndarray:
         return np.full(observations.shape[0], action, dtype=np.int64)
 
+    decide.decision_macs = 0  # a constant: no network runs
+    decide.constant_action = action  # lets the single-image and batched paths skip observations
     return decide
