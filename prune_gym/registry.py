@@ -69,7 +69,7 @@ ENV_TABLE: tuple[EnvEntry, ...] = (
     EnvEntry(
         "RNP-Synthetic-v0", _RNP,
         "Runtime Neural Pruning on a small synthetic dataset (for tests; seconds to pretrain)",
-        {"dataset": "synthetic", "backbone": "cnn4", "pretrain_steps": 150}, _RNP_VECTOR,
+        {"dataset": "synthetic", "backbone": "cnn4", "pretrain_steps": 40}, _RNP_VECTOR,
     ),
     EnvEntry(
         "DropNet-MNIST-FC-v0", _DROPNET,
