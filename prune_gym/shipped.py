@@ -154,12 +154,12 @@ def describe_shipped(directory: Path | None = None) -> str:
 
 def check_dataset_fits(manifest: dict[str, Any], dataset: ImageDataset, source: Path) -> None:
     """A :class:`ShippedWeightsError` unless ``dataset`` has the images and classes the shipped
-    head was trained for."""
+    head (the weights file ``source``) was trained for."""
     architecture = manifest["architecture"]
     expected_shape = tuple(architecture["image_shape"])
     if tuple(dataset.image_shape) != expected_shape or dataset.num_classes != architecture["num_classes"]:
         raise ShippedWeightsError(
-            f"The shipped backbone {source.name} was trained on {manifest['request']['dataset']} images of shape "
+            f"The shipped backbone {source} was trained on {manifest['request']['dataset']} images of shape "
             f"{expected_shape} with {architecture['num_classes']} classes, but the data loaded from "
             f"{dataset.source} has images of shape {tuple(dataset.image_shape)} and {dataset.num_classes} classes. "
             f"Point data_root at a copy of {manifest['request']['dataset']} in that layout, or pass "
@@ -179,8 +179,8 @@ def load_shipped(manifest_path: Path, manifest: dict[str, Any], model: nn.Module
         ShippedWeightsError: any check failing, naming the file, what was expected and the fix.
     """
     name = manifest.get("name", manifest_path.stem)
-    check_dataset_fits(manifest, dataset, manifest_path)
     path = manifest_path.parent / manifest["weights_file"]
+    check_dataset_fits(manifest, dataset, path)
     if not path.is_file():
         raise ShippedWeightsError(f"The shipped weights file {path} named by {manifest_path} is missing. "
                                   + _fix_hint(name))
