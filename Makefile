@@ -19,8 +19,8 @@ $(BIN)/prune-gym: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
-# The main job: load the backbone (shipped with the package, else cached or pretrained now), train the custom RNP DQN with its defaults, and
-# evaluate it on the test split against the full backbone.
+# The main job: load the backbone (shipped with the package, else cached or pretrained now), train
+# the custom RNP DQN with its defaults, and evaluate it on the test split against the full backbone.
 demo: install
 	$(BIN)/prune-gym envs
 	$(BIN)/prune-gym pretrain $(ENV_ID)
