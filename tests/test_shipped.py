@@ -43,6 +43,16 @@ TINY_KWARGS = {"pretrain_steps": 3, "device": "cpu"}
 TINY = RNPSettings(dataset="synthetic", pretrain_steps=3).backbone_request()
 
 
+def shipped_request(env_id: str):
+    """``env_id``'s default backbone request, failing fast (instead of pretraining for minutes)
+    when no shipped file matches it any more."""
+    request = default_backbone_request(env_id)
+    assert find_shipped(request) is not None, (
+        f"no shipped file matches {env_id}'s default backbone request (the defaults changed?): regenerate it "
+        "with `make weights` (prune-gym ship-weights)")
+    return request
+
+
 @pytest.fixture
 def fresh_process(monkeypatch, tmp_path):
     """Forget in-process backbones and use an empty weights cache, as a new process would;
@@ -119,7 +129,7 @@ def test_default_backbone_loads_the_shipped_file_with_any_copy_without_training(
                                                                                 fake_data_dir, monkeypatch):
     cache, writes = fresh_process
     calls = count_pretrain_calls(monkeypatch)
-    request = default_backbone_request(env_id)
+    request = shipped_request(env_id)
     # A 64-image stand-in: another copy of the dataset than the one the weights were trained on.
     model, _, dataset = pretrained_backbone(request, fake_data_dir, "cpu")
     _, manifest = find_shipped(request)
@@ -131,6 +141,7 @@ def test_default_backbone_loads_the_shipped_file_with_any_copy_without_training(
 def test_default_env_steps_on_the_shipped_backbone(fresh_process, fake_data_dir, monkeypatch):
     cache, writes = fresh_process
     calls = count_pretrain_calls(monkeypatch)
+    shipped_request("RNP-CIFAR10-v0")
     env = gym.make("RNP-CIFAR10-v0", data_root=str(fake_data_dir), device="cpu")
     env.reset(seed=0)
     env.step(0)
@@ -148,14 +159,14 @@ def test_shipped_cifar10_backbone_reproduces_its_manifests_subset_accuracy(fresh
     subset = SHARED_DATA / "cifar10-subset.npz"
     recorded = next(entry for entry in manifest["test_accuracy"] if entry["file"] == subset.name)
     assert recorded["sha256"] == file_sha256(subset)
-    model, _, dataset = pretrained_backbone(default_backbone_request("RNP-CIFAR10-v0"), subset, "cpu")
+    model, _, dataset = pretrained_backbone(shipped_request("RNP-CIFAR10-v0"), subset, "cpu")
     measured = accuracy_by_width(model, dataset, dataset, torch.device("cpu"))
     assert measured["accuracy_by_groups"] == recorded["accuracy_by_groups"]
 
 
 def test_other_kwargs_are_not_shipped_and_train_as_before(fresh_process, fake_data_dir, monkeypatch):
     default = RNPSettings()
-    assert find_shipped(default.backbone_request()) is not None
+    shipped_request("RNP-CIFAR10-v0")
     for changed in ({"k": 2}, {"dropout": 0.1}, {"backbone_seed": 1}, {"pretrain_steps": 2999},
                     {"val_fraction": 0.2}, {"backbone": "cnn6"}, {"dataset": "cifar100"}):
         assert find_shipped(replace(default, **changed).backbone_request()) is None, changed
@@ -232,7 +243,7 @@ def test_data_that_does_not_fit_the_shipped_head_is_a_clear_error(fresh_process,
     monkeypatch.setattr(pretraining, "load_dataset", lambda name, root=None: wrong)
     expected = r"100 classes" if layout == "cifar100" else r"shape \(1, 28, 28\)"
     with pytest.raises(ShippedWeightsError, match=rf"cnn4-cifar10.*{expected}.*weights=\"train\""):
-        pretrained_backbone(default_backbone_request("RNP-CIFAR10-v0"), device="cpu")
+        pretrained_backbone(shipped_request("RNP-CIFAR10-v0"), device="cpu")
     path, manifest = PACKAGE_MANIFESTS["cnn4-cifar10"]
     fits = load_dataset("synthetic")
     with pytest.raises(ShippedWeightsError, match="10 classes"):
