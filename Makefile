@@ -11,7 +11,7 @@ ifneq ($(wildcard $(SHARED_DATA)/cifar10-subset.npz),)
 export PRUNE_GYM_DATA ?= $(SHARED_DATA)
 endif
 
-.PHONY: install demo bench test lint
+.PHONY: install demo bench test lint weights
 install: $(BIN)/prune-gym
 
 $(BIN)/prune-gym: pyproject.toml
@@ -19,8 +19,8 @@ $(BIN)/prune-gym: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
-# The main job: pretrain the backbone (cached), train the custom RNP DQN with its defaults, and
-# evaluate it on the test split against the full backbone.
+# The main job: load the backbone (shipped with the package, else cached or pretrained now), train
+# the custom RNP DQN with its defaults, and evaluate it on the test split against the full backbone.
 demo: install
 	$(BIN)/prune-gym envs
 	$(BIN)/prune-gym pretrain $(ENV_ID)
@@ -33,6 +33,11 @@ bench: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Regenerate the pretrained weights shipped in prune_gym/pretrained/ (loads each backbone from the
+# weights cache, else trains it on $(PRUNE_GYM_DATA)); `make weights ONLY=cnn4-mnist` for one.
+weights: install
+	$(BIN)/prune-gym ship-weights $(if $(ONLY),--only $(ONLY))
 
 lint: install
 	$(BIN)/ruff check prune_gym agents baselines tests

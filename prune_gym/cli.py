@@ -1,10 +1,12 @@
-"""The ``prune-gym`` command line: ``envs``, ``pretrain``, ``bench``, ``train``, ``evaluate``, ``compare``."""
+"""The ``prune-gym`` command line: ``envs``, ``pretrain``, ``ship-weights``, ``bench``, ``train``, ``evaluate``,
+``compare``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -91,6 +93,53 @@ def command_pretrain(args: argparse.Namespace) -> None:
               f"| {row['macs'] / 1e6:.2f} M | {row['macs_fraction']:.3f} | {row['mean_return']:.3f} |")
     _write_json({"env_id": args.env_id, "split": args.split, "pretrain": env.pretrain_metrics, "widths": rows},
                 args.json)
+
+
+def default_backbone_request(env_id: str):
+    """The backbone request of ``env_id`` with its registered kwargs (the settings' ``backbone_request()``)."""
+    import gymnasium as gym
+
+    import prune_gym  # noqa: F401 - registers the ids
+
+    return gym.make(env_id, disable_env_checker=True).unwrapped.settings.backbone_request()
+
+
+def command_ship_weights(args: argparse.Namespace) -> None:
+    """Regenerate the pretrained weights shipped in the package (prune_gym/pretrained/): per
+    configuration of the table, get the backbone (user cache, else trained now), measure test
+    accuracy per width, write weights + manifest atomically, then rewrite the index."""
+    from prune_gym import shipped
+    from prune_gym.pretraining import ship_backbone
+
+    directory = Path(args.out) if args.out else shipped.SHIPPED_DIR
+    names = [config.name for config in shipped.SHIPPED_CONFIGS]
+    unknown = sorted(set(args.only or []) - set(names))
+    if unknown:
+        raise SystemExit(f"ship-weights: unknown configuration(s) {unknown}; the table has: {', '.join(names)}.")
+    if args.list:
+        manifests = {manifest["name"]: manifest for _, manifest in shipped.shipped_manifests(directory)}
+        for config in shipped.SHIPPED_CONFIGS:
+            manifest = manifests.get(config.name)
+            if manifest is None:
+                state = "not shipped (cache or train)"
+            elif shipped.find_shipped(default_backbone_request(config.env_id), directory) is None:
+                state = "shipped but STALE: the env's default request changed; regenerate it"
+            else:
+                state = f"shipped ({manifest['file_bytes'] / 1e6:.2f} MB, {manifest['training_data']['file']})"
+            print(f"{config.name:<24} {config.env_id:<24} {state}")
+        return
+    for config in shipped.SHIPPED_CONFIGS:
+        if args.only and config.name not in args.only:
+            continue
+        manifest = ship_backbone(config, default_backbone_request(config.env_id), args.data_root, args.device,
+                                 args.command_line, directory)
+        print(f"{config.name}: wrote {manifest['weights_file']} ({manifest['file_bytes'] / 1e6:.2f} MB) and "
+              f"{config.name}.json, trained on {manifest['training_data']['file']}")
+        for evaluation in manifest["test_accuracy"]:
+            widths = " / ".join(f"{100 * value:.2f}" for value in evaluation["accuracy_by_groups"].values())
+            print(f"  test accuracy (%) at 1..k groups on {evaluation['file']} ({evaluation['images']} images): "
+                  f"{widths}")
+    print(f"wrote {shipped.write_index(directory)}")
 
 
 def command_bench(args: argparse.Namespace) -> None:
@@ -182,6 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     pretrain.set_defaults(run=command_pretrain)
 
+    ship = commands.add_parser(
+        "ship-weights", help="regenerate the pretrained weights shipped in the package (prune_gym/pretrained/)")
+    ship.add_argument("--only", nargs="+", metavar="NAME", help="only these configurations (default: every one)")
+    ship.add_argument("--data-root", help="data the backbones train on (default $PRUNE_GYM_DATA)")
+    ship.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    ship.add_argument("--out", metavar="DIR", help="write here instead of the package's prune_gym/pretrained/")
+    ship.add_argument("--list", action="store_true", help="only list the configurations and which are shipped")
+    ship.set_defaults(run=command_ship_weights)
+
     bench = commands.add_parser("bench", help="throughput and latency figures of an RNP environment")
     bench.add_argument("env_id")
     bench.add_argument("--num-envs", type=int, default=256)
@@ -240,7 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["prune-gym", *argv])
     logging.basicConfig(level=logging.INFO, format="prune-gym: %(message)s")
     try:
         args.run(args)

@@ -1,25 +1,42 @@
 """The grouped-backbone pretraining recipe (every channel prefix usable) and the pretrained backbones.
 
 :func:`pretrained_backbone` returns the backbone a :class:`BackboneRequest` names: from this
-process, else from the weights cache (:mod:`prune_gym.weights`), else trained now with
-:func:`pretrain_grouped_cnn` through the project's one loop (:func:`prune_gym.training.train_loop`).
+process, else from the weights shipped with the package when the request is a shipped
+configuration (:mod:`prune_gym.shipped`), else from the weights cache (:mod:`prune_gym.weights`),
+else trained now with :func:`pretrain_grouped_cnn` through the project's one loop
+(:func:`prune_gym.training.train_loop`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prune_gym.data import DEFAULT_VAL_FRACTION, ImageDataset, load_dataset, normalize
+from prune_gym import __version__
+from prune_gym.data import DEFAULT_VAL_FRACTION, ImageDataset, load_dataset, load_npz, normalize
 from prune_gym.models.grouped_cnn import GroupedCNN, get_backbone_spec
+from prune_gym.shipped import (
+    WEIGHTS_MODES,
+    ShippedConfig,
+    ShippedWeightsError,
+    describe_shipped,
+    file_sha256,
+    find_shipped,
+    load_shipped,
+    request_record,
+    write_shipped,
+)
 from prune_gym.training import TrainResult, augment_batch, evaluate_classifier, resolve_device, train_loop
 from prune_gym.weights import CACHE_FORMAT, cache_path, read_cache, write_cache
 
@@ -312,31 +329,129 @@ _PRETRAINED: dict[str, tuple[GroupedCNN, dict[str, Any]]] = {}
 
 
 def pretrained_backbone(
-    request: BackboneRequest, data_root: str | os.PathLike | None = None, device: str = "auto"
+    request: BackboneRequest, data_root: str | os.PathLike | None = None, device: str = "auto",
+    weights: str = "auto",
 ) -> tuple[GroupedCNN, dict[str, Any], ImageDataset]:
-    """The pretrained backbone for ``request``: from this process, else the disk cache, else trained now.
+    """The pretrained backbone for ``request``: from this process, else the shipped weights, else
+    the disk cache, else trained now.
+
+    Args:
+        weights: ``"auto"`` uses the weights shipped with the package when ``request`` is a
+            shipped configuration (matched on the dataset's name, not its fingerprint: any copy
+            of the dataset gets them, without training) and else the cache, training on a miss;
+            ``"shipped"`` insists on shipped weights; ``"train"`` never uses them, so the backbone
+            is trained on (or loaded from the cache for) the dataset copy at ``data_root``.
 
     Returns:
         the model (eval mode, on ``device``; shared within the process — copy before changing it),
-        its training metrics, and the dataset it was trained on.
+        its training metrics, and the dataset (the caller's copy, also with shipped weights).
+
+    Raises:
+        ShippedWeightsError: a matching shipped file that is damaged, disagrees with its manifest
+            or does not fit the dataset (never retrained silently; ``weights="train"`` opts out),
+            or ``weights="shipped"`` with no shipped file for ``request``.
     """
+    if weights not in WEIGHTS_MODES:
+        raise ValueError(f"weights must be one of {WEIGHTS_MODES}, got {weights!r}.")
     dataset = load_dataset(request.dataset, data_root)
-    key = cache_key(request, dataset)
-    path = cache_path(key)
+    shipped = None if weights == "train" else find_shipped(request)
+    if shipped is None and weights == "shipped":
+        raise ShippedWeightsError(
+            f"No weights are shipped for {request}. Shipped configurations:\n{describe_shipped()}\n"
+            "Pass weights=\"auto\" (the default) to use the cache or train this backbone.")
     target = resolve_device(device)
-    memo = f"{path}@{target}"
+    if shipped is not None:
+        path = shipped[0]
+    else:
+        key = cache_key(request, dataset)
+        path = cache_path(key)
+    memo = f"{'shipped:' if shipped else ''}{path}@{target}"
     if memo not in _PRETRAINED:
         # Building and pretraining seed torch with the backbone's seed; the caller's random stream
         # (an agent's initial weights, say) must not depend on whether a backbone was loaded here.
         with torch.random.fork_rng(devices=[target] if target.type == "cuda" else []):
             model = build_backbone(request, dataset)
-            metrics = read_cache(path, key, model)
-            if metrics is None:
-                logger.info("Pretraining %s on %s (%d steps; minutes on a CPU), then caching it at %s",
-                            request.backbone, dataset.name, request.budget.steps, path)
-                metrics = pretrain_grouped_cnn(model, dataset, request.budget, request.seed, target,
-                                               request.val_fraction)
-                write_cache(path, key, model, metrics)
+            if shipped is not None:
+                metrics = load_shipped(*shipped, model, dataset)
+                logger.info("Using the shipped %s backbone %s (trained on %s; weights=\"train\" trains on your copy)",
+                            request.dataset, path.stem, shipped[1]["training_data"]["file"])
+            else:
+                metrics = read_cache(path, key, model)
+                if metrics is None:
+                    logger.info("Pretraining %s on %s (%d steps; minutes on a CPU), then caching it at %s",
+                                request.backbone, dataset.name, request.budget.steps, path)
+                    metrics = pretrain_grouped_cnn(model, dataset, request.budget, request.seed, target,
+                                                   request.val_fraction)
+                    write_cache(path, key, model, metrics)
         _PRETRAINED[memo] = (model.to(target).eval(), metrics)
     model, metrics = _PRETRAINED[memo]
     return model, metrics, dataset
+
+
+# ----------------------------------------------------------------------------------------------
+# Shipping a backbone with the package (prune-gym ship-weights)
+# ----------------------------------------------------------------------------------------------
+
+
+def _data_file_record(path: Path) -> dict[str, Any]:
+    return {"file": path.name, "sha256": file_sha256(path)} if path.is_file() else {"file": str(path), "sha256": None}
+
+
+def accuracy_by_width(model: GroupedCNN, copy: ImageDataset, statistics: ImageDataset,
+                           device: torch.device) -> dict[str, Any]:
+    """Accuracy and cross-entropy of every uniform width (1..k groups) on ``copy``'s test split,
+    normalised with ``statistics``' channel statistics (a copy's own, as an env on that copy does)."""
+    accuracy, cross_entropy = {}, {}
+    with torch.inference_mode():
+        for groups in range(1, model.k + 1):
+            scores = evaluate_classifier(lambda x, g=groups: model(x, g), copy.x_test, copy.y_test, copy, device,
+                                         preprocess=lambda batch: normalize(batch, statistics))
+            accuracy[str(groups)] = round(scores["accuracy"], 4)
+            cross_entropy[str(groups)] = round(scores["cross_entropy"], 4)
+    return {**_data_file_record(Path(copy.source)), "images": len(copy.y_test), "accuracy_by_groups": accuracy,
+            "cross_entropy_by_groups": cross_entropy}
+
+
+def ship_backbone(config: ShippedConfig, request: BackboneRequest, data_root: str | os.PathLike | None = None,
+                  device: str = "auto", command: str = "", directory: Path | None = None) -> dict[str, Any]:
+    """Get ``request``'s backbone through :func:`pretrained_backbone` (``weights="train"``: from the
+    cache, else trained now on the copy at ``data_root``), measure test accuracy per width on that
+    copy and on every other ``.npz`` copy of the dataset beside it (``<name>.npz``,
+    ``<name>-subset.npz``: for CIFAR-10 the exact-pixel subset), and write the weights and their
+    manifest into ``directory`` (default the package's). Returns the manifest.
+
+    The index is not rewritten here; :func:`prune_gym.shipped.write_index` does that once after."""
+    target = resolve_device(device)
+    cached = cache_path(cache_key(request, load_dataset(request.dataset, data_root)))
+    from_cache = cached.is_file()  # else (or if that file is unusable: warned) trained now
+    model, metrics, dataset = pretrained_backbone(request, data_root, device, weights="train")
+    source = Path(dataset.source)
+    copies = [dataset]
+    if source.suffix == ".npz":
+        for candidate in (source.parent / f"{dataset.name}.npz", source.parent / f"{dataset.name}-subset.npz"):
+            if candidate.is_file() and candidate.resolve() != source.resolve():
+                copies.append(load_npz(candidate, dataset.name))
+    evaluations = [accuracy_by_width(model, copy, copy if copy.has_training_images else dataset, target)
+                   for copy in copies]
+    key = cache_key(request, dataset)
+    x_val, _ = dataset.split("val", request.val_fraction)
+    fields = {
+        "command": command,
+        "weights_source": f"weights cache ({cached.name})" if from_cache else "trained by this command",
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "torch_version": torch.__version__,
+        "prune_gym_version": __version__,
+        "request": request_record(request),
+        "architecture": {**key["architecture"], "image_shape": list(dataset.image_shape)},
+        "parameters": sum(tensor.numel() for tensor in model.state_dict().values()),
+        "training_data": {
+            "name": dataset.name, **_data_file_record(source), "fingerprint": dataset.fingerprint,
+            "train_images": len(dataset.y_train) - len(x_val), "val_images": len(x_val),
+            # Normalisation is each copy's own (ImageDataset.normalize); these are the training copy's.
+            "channel_mean": [round(value, 5) for value in dataset.channel_mean.tolist()],
+            "channel_std": [round(value, 5) for value in dataset.channel_std.tolist()],
+        },
+        "test_accuracy": evaluations,
+    }
+    manifest_path = write_shipped(config, model, key, metrics, fields, directory)
+    return json.loads(manifest_path.read_text())

@@ -32,6 +32,7 @@ from prune_gym.envs.base import (
 )
 from prune_gym.models.blended_cnn import BlendedCNN
 from prune_gym.pretraining import BackboneRequest, PretrainBudget, pretrained_backbone
+from prune_gym.shipped import WEIGHTS_MODES
 from prune_gym.training import resolve_device
 
 TASKS = ("classification", "regression")
@@ -70,9 +71,11 @@ class AlphaBlendSettings:
     data_root: str | None = None
     eval_data: str | None = None
     device: str = "auto"
+    weights: str = "auto"
 
     def __post_init__(self) -> None:
         check_choice("dataset", self.dataset, DATASETS)
+        check_choice("weights", self.weights, WEIGHTS_MODES)
         check_choice("task", self.task, TASKS)
         set_real(self, "keep_params", lambda f: 0.0 < f < 1.0, "a fraction strictly between 0 and 1")
         for name in ("budget_steps", "batch_size", "pretrain_steps", "plateau_patience"):
@@ -158,6 +161,10 @@ class AlphaBlendEnv(PruningEnv):
       ``"cnn4"``, ``"cnn6"`` or ``"cnn8"``; ``pretrain_steps``, ``backbone_seed``: its pretraining
       budget and seed (part of the weights-cache key). AlphaBlend keeps the single-phase 1,500-step
       recipe its README figures were measured with, not the RNP envs' two-phase default.
+    - ``weights``: ``"auto"`` (default) loads the backbone shipped with the package when this
+      request is shipped (any copy of the dataset; ``prune-gym ship-weights --list``), else the
+      weights cache (training on a miss); ``"train"`` never uses shipped weights (trains on your
+      copy at ``data_root``); ``"shipped"`` insists on them. See :class:`~prune_gym.envs.rnp.RNPEnv`.
     - ``keep_params``: fraction (0–1) of the original's parameters the final network keeps.
     - ``task``: ``"classification"`` or ``"regression"``.
     - ``budget_steps``: the budget of steps; ``iterations_per_step``: Adam steps per step
@@ -201,7 +208,8 @@ class AlphaBlendEnv(PruningEnv):
         if self._data is not None:
             return
         settings = self.settings
-        backbone, self.pretrain_metrics, _ = pretrained_backbone(self.request, settings.data_root, settings.device)
+        backbone, self.pretrain_metrics, _ = pretrained_backbone(self.request, settings.data_root, settings.device,
+                                                                 settings.weights)
         # A real dense copy at full width: the "original".
         self.original = backbone.to_dense().eval().to(memory_format=torch.channels_last)
         for parameter in self.original.parameters():

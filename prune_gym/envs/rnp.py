@@ -34,6 +34,7 @@ from prune_gym.envs.base import (
 from prune_gym.models.grouped_cnn import BackboneSpec, GroupedCNN, get_backbone_spec
 from prune_gym.pretraining import BackboneRequest, PretrainBudget, pretrained_backbone
 from prune_gym.pruning.runtime import DecisionFunction, RuntimePrunedNet, observation_size
+from prune_gym.shipped import WEIGHTS_MODES
 from prune_gym.training import augment_batch, evaluate_classifier, resolve_device, train_loop
 
 REWARD_MODES = ("rnp", "macs")
@@ -63,9 +64,11 @@ class RNPSettings:
     backbone_seed: int = 0
     val_fraction: float = 0.1
     device: str = "auto"
+    weights: str = "auto"
 
     def __post_init__(self) -> None:
         check_choice("dataset", self.dataset, DATASETS)
+        check_choice("weights", self.weights, WEIGHTS_MODES)
         spec = get_backbone_spec(self.backbone)
         check_choice("split", self.split, SPLITS)
         check_choice("reward_mode", self.reward_mode, REWARD_MODES)
@@ -88,7 +91,7 @@ class RNPSettings:
     def spec(self) -> BackboneSpec:
         return get_backbone_spec(self.backbone)
 
-    def request(self) -> BackboneRequest:
+    def backbone_request(self) -> BackboneRequest:
         return BackboneRequest(self.dataset, self.backbone, self.k, self.dropout, self.backbone_seed,
                                self.val_fraction, PretrainBudget(steps=self.pretrain_steps))
 
@@ -145,7 +148,7 @@ class _RNPCore:
         settings = self.settings
         self.device = resolve_device(settings.device)
         backbone, self.pretrain_metrics, self.dataset = pretrained_backbone(
-            settings.request(), settings.data_root, settings.device)
+            settings.backbone_request(), settings.data_root, settings.device, settings.weights)
         self.backbone = backbone
         if backbone not in _SHARED_RUNTIMES:
             _SHARED_RUNTIMES[backbone] = RuntimePrunedNet(backbone, self.dataset.image_shape)
@@ -362,11 +365,23 @@ class RNPEnv(_RNPAccess, PruningEnv):
     - ``data_root``: ``.npz`` file or data directory (default ``$PRUNE_GYM_DATA`` or ``~/.cache/prune_gym``).
     - ``pretrain_steps``, ``backbone_seed``: pretraining budget and seed of the backbone (part of
       its cache key); ``device``: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+    - ``weights``: where the pretrained backbone comes from. ``"auto"`` (default): the weights
+      shipped with the package when dataset, backbone, ``k``, ``dropout``, ``backbone_seed``,
+      ``pretrain_steps`` and ``val_fraction`` are a shipped configuration (``prune-gym
+      ship-weights --list``; they serve any copy of the dataset, loaded in seconds), else the
+      weights cache, training on a miss. ``"train"``: never the shipped weights — train on (or
+      load from the cache for) your own copy at ``data_root``; use it when your copy's validation
+      split must be unseen by the backbone (a shipped backbone was trained on its own copy's
+      training images, which may include images of your validation split). ``"shipped"``: insist
+      on shipped weights (an error when none match). A damaged shipped file, or data whose image
+      shape or class count does not fit it, is an error (``ShippedWeightsError``), never a retrain.
 
     ## Version History
     - v0: initial release. (0.2: every ``info`` carries the accounting, the reset's included; the
       arguments are :class:`RNPSettings`, which refuses a positive ``group_penalty`` and negative
-      weights.) (0.3: the backbone's default pretraining is the one-cycle recipe of
+      weights; ``weights``: default backbones load the weights shipped with the package instead of
+      training on the local copy — the same request, trained by ``prune-gym ship-weights``.)
+      (0.3: the backbone's default pretraining is the one-cycle recipe of
       :class:`~prune_gym.pretraining.PretrainBudget`, 1,200 steps of 512 images; same observation,
       actions and costs, a stronger backbone.)
     """
