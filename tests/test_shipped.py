@@ -276,3 +276,9 @@ def test_ship_weights_command_writes_files_index_and_a_manifest_that_loads(monke
     calls = count_pretrain_calls(monkeypatch)
     model, _, _ = pretrained_backbone(TINY, device="cpu")
     assert calls == [] and state_dict_sha256(model.state_dict()) == manifest["weights_sha256"]
+
+
+@pytest.mark.parametrize("env_id", ["AlphaBlend-CIFAR10-v1", "AlphaBlend-CIFAR10-v0"])
+def test_alphablend_starts_from_the_rnp_cifar10_backbone(env_id):
+    """One pretrained network (one shipped file, one cache file) serves both families."""
+    assert default_backbone_request(env_id) == default_backbone_request("RNP-CIFAR10-v0")

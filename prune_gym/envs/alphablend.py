@@ -64,7 +64,7 @@ class AlphaBlendSettings:
     large_step: float = 0.5
     step_cost: float = 0.01
     ce_weight: float = 1.0
-    pretrain_steps: int = 1500
+    pretrain_steps: int = PretrainBudget.steps
     backbone_seed: int = 0
     val_fraction: float = 0.1
     budget_end: str = "truncate"
@@ -96,9 +96,10 @@ class AlphaBlendSettings:
         check_choice("budget_end", self.budget_end, BUDGET_ENDS)
 
     def backbone_request(self) -> BackboneRequest:
-        # The single-phase recipe the README's AlphaBlend figures were measured with.
+        # The RNP backbone's own request (RNP-CIFAR10-v0's by default), so both families start from
+        # one pretrained network: the shipped one, or one cache file.
         return BackboneRequest(self.dataset, self.backbone, seed=self.backbone_seed, val_fraction=self.val_fraction,
-                               budget=PretrainBudget(steps=self.pretrain_steps, full_width_fraction=0.0))
+                               budget=PretrainBudget(steps=self.pretrain_steps))
 
 
 class AlphaBlendEnv(PruningEnv):
@@ -184,6 +185,9 @@ class AlphaBlendEnv(PruningEnv):
       ``cross_entropy``; ``params`` counts conv/linear weights and biases only (the project's one
       count; v0 counted batch norms too).
     - v0: initial release; a spent budget terminates (``budget_end="terminate"``).
+    - (0.3, both ids: the pretrained network is RNP-CIFAR10-v0's backbone at full width — the
+      one-cycle recipe, full-width phase then every width — not a single sandwich phase of 1,500
+      steps; same observation, actions and rewards.)
     """
 
     def __init__(self, **kwargs: Any):
