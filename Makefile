@@ -16,7 +16,7 @@ install: $(BIN)/prune-gym
 
 $(BIN)/prune-gym: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,ray]"
 	touch $@
 
 # The main job: pretrain the backbone (cached), train the custom RNP DQN with its defaults, and

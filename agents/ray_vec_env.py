@@ -12,8 +12,10 @@ last observation goes into ``info["terminal_observation"]`` and the actor resets
 ``seed(s)`` seeds the next reset with ``s + index``; ``env_method`` / ``get_attr`` / ``set_attr`` /
 ``env_is_wrapped`` reach the env in the actor, so sb3-contrib's ``MaskablePPO`` reads
 ``action_masks()`` through ``env_method`` as it does on a ``DummyVecEnv``. With the same seeds it
-yields exactly the observations, rewards and infos of a ``DummyVecEnv``/``SubprocVecEnv`` (tested): each actor
-runs torch with the thread count of the process that made it (see :mod:`prune_gym.ray_support`).
+yields exactly the observations, rewards and infos of a ``SubprocVecEnv`` and a ``DummyVecEnv``
+(tested; rewards are float64 as ``SubprocVecEnv`` gives them, where ``DummyVecEnv`` rounds them to
+float32): each actor runs torch with the thread count of the process that made it (see
+:mod:`prune_gym.ray_support`).
 
 Ray is imported only when a :class:`RayVecEnv` is built; without it that is a one-line error
 saying how to install it. The caller owns the Ray connection (``ray_support.ray_session``).

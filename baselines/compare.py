@@ -44,7 +44,7 @@ import numpy as np
 from prune_gym.baselines.registry import get_policy, policies_for, report_for, runner_for
 from prune_gym.policies import ScriptedPolicy, make_env, play_episode
 from prune_gym.progress import track_progress
-from prune_gym.ray_support import map_tasks
+from prune_gym.ray_support import map_tasks, require_ray
 from prune_gym.registry import family_of
 from prune_gym.results import COLUMNS, column_values, mean_std
 
@@ -107,6 +107,8 @@ def compare(
     ``eval_data`` must be readable on every node at the same path."""
     if seeds < 1:
         raise ValueError(f"--seeds must be ≥ 1, got {seeds}.")
+    if ray is not None:
+        require_ray()  # before anything is written
     if eval_data is not None and not Path(eval_data).is_file():
         raise ValueError(f"--eval-data {eval_data!r} is not a file; give an .npz with x_test and y_test.")
     agents = load_agents(agent_dirs)
