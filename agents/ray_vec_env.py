@@ -23,6 +23,7 @@ saying how to install it. The caller owns the Ray connection (``ray_support.ray_
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +33,8 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices,
 from stable_baselines3.common.vec_env.subproc_vec_env import _stack_obs
 
 from prune_gym.ray_support import require_ray, torch_threads
+
+logger = logging.getLogger("prune_gym")
 
 
 class EnvWorker:
@@ -90,7 +93,8 @@ class RayVecEnv(VecEnv):
         env_id: a registered id (prune-gym's or any Gymnasium id importable on the workers).
         num_envs: sub-environments, i.e. actors; each reserves ``num_cpus`` of the cluster's CPUs.
         env_kwargs: keyword arguments of every ``gym.make``.
-        num_cpus: CPUs Ray reserves per actor (1: one env step per core).
+        num_cpus: CPUs Ray reserves per actor (1: one env step per core; 0 for envs stepped only while
+            others wait, as the evaluation env of a training run is).
         threads: torch threads in each actor; default this process's count, which keeps results
             identical to an in-process run.
     """
@@ -103,6 +107,10 @@ class RayVecEnv(VecEnv):
         if not ray.is_initialized():
             raise RuntimeError("RayVecEnv needs a Ray connection: call ray.init(...) or use "
                                "prune_gym.ray_support.ray_session(...) around it.")
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if num_envs * num_cpus > cpus:  # an actor waits until CPUs free up (or an autoscaler adds nodes)
+            logger.warning("%d Ray actors of %g CPUs each need %g CPUs, the Ray instance has %g: some will wait "
+                           "for others to end.", num_envs, num_cpus, num_envs * num_cpus, cpus)
         self.ray = ray
         actor = ray.remote(num_cpus=num_cpus)(EnvWorker)
         threads = torch_threads() if threads is None else threads

@@ -187,11 +187,13 @@ def check_action_space(algo: str, action_space: spaces.Space, env_id: str) -> No
                          f"{action_space}; algorithms for it: {', '.join(fitting) or '(none)'}.")
 
 
-def make_sb3_env(env_id: str, env_kwargs: dict[str, Any], n_envs: int, seed: int, ray: bool = False) -> VecEnv:
+def make_sb3_env(env_id: str, env_kwargs: dict[str, Any], n_envs: int, seed: int, ray: bool = False,
+                 ray_cpus: float = 1) -> VecEnv:
     """The monitored SB3 ``VecEnv`` for ``env_id``: the native batched env for RNP ids; otherwise
     ``n_envs`` single envs — in this process for one, in worker processes (``SubprocVecEnv``) for
-    more, or as Ray actors with ``ray`` (the caller holds the Ray connection). The worker processes
-    and actors run torch with this process's thread count, so all three yield the same episodes."""
+    more, or as Ray actors of ``ray_cpus`` CPUs each with ``ray`` (the caller holds the Ray
+    connection). The worker processes and actors run torch with this process's thread count, so all
+    three yield the same episodes."""
     from prune_gym.ray_support import torch_threads
     from prune_gym.registry import get_entry, is_family
 
@@ -208,7 +210,7 @@ def make_sb3_env(env_id: str, env_kwargs: dict[str, Any], n_envs: int, seed: int
     elif ray:
         from prune_gym.agents.ray_vec_env import RayVecEnv
 
-        venv = RayVecEnv(env_id, n_envs, env_kwargs)
+        venv = RayVecEnv(env_id, n_envs, env_kwargs, num_cpus=ray_cpus)
     elif n_envs > 1:
         venv = SubprocVecEnv([functools.partial(make_single_env, env_id, env_kwargs, torch_threads())] * n_envs)
     else:
@@ -400,8 +402,10 @@ class SB3Training:
         self.eval_env: VecEnv | None = None
         try:
             check_action_space(algo, self.env.action_space, env_id)
+            # The evaluation actors reserve no CPUs: the callback steps them only while the training
+            # actors wait, and reserving theirs too would leave n_envs actors unscheduled on 2n CPUs.
             self.eval_env = make_sb3_env(env_id, {**env_kwargs, **_eval_kwargs(env_id)}, self.n_envs, seed + 10_000,
-                                         ray)
+                                         ray, ray_cpus=0)
             self.model = self._build_model(config, policy, settings, resume_from, load_model)
         except BaseException:
             self.close()  # worker processes or actors must not outlive a failed start
