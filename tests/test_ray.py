@@ -227,7 +227,7 @@ def test_rnp_sweep_with_ray_equals_the_local_run(ray_instance, tmp_path, capsys)
 
     results = {}
     for name, extra in (("local", []), ("ray", ["--ray"])):
-        rnp_pareto.main(["--env-id", "RNP-Synthetic-v0", "--out", str(tmp_path / name), "--penalties", "-0.1", "-0.03",
+        rnp_pareto.main(["--env-id", "RNP-Synthetic-v0", "--out", str(tmp_path / name), "--penalties", "-0.1",
                          "--timesteps", "300", "--dqn-seeds", "2", "--sb3", "--vanilla-seeds", "1",
                          "--env-kwargs", "pretrain_steps=2", "device=cpu", *extra])
         results[name] = json.loads((tmp_path / name / "results.json").read_text())
