@@ -16,7 +16,7 @@ install: $(BIN)/prune-gym
 
 $(BIN)/prune-gym: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,ray]"
 	touch $@
 
 # The main job: load the backbone (shipped with the package, else cached or pretrained now), train

@@ -8,6 +8,7 @@
   * :mod:`prune_gym.agents.dqn_common` — what both share (Double-DQN target, target update, ε schedule,
     RNG checkpoint, the training loop).
 * :mod:`prune_gym.agents.sb3` — Stable-Baselines3 DQN/PPO/A2C (``Discrete``) and SAC/TD3 (``Box``).
+* :mod:`prune_gym.agents.ray_vec_env` — an SB3 ``VecEnv`` whose sub-environments are Ray actors (``--ray``).
 * :mod:`prune_gym.agents.runs` — run directories (``prune-gym train``), hyperparameters from
   ``agents/hyperparams/<algo>.yml`` (RL-zoo layout), and loading a trained policy.
 * :mod:`prune_gym.agents.evaluate` — ``prune-gym evaluate``.

@@ -384,26 +384,49 @@ def default_run_dir(env_id: str, algo: str, seed: int) -> Path:
 def train_run(env_id: str | None = None, algo: str | None = None, *, timesteps: int | None = None,
               seed: int | None = None, out: str | Path | None = None, resume: bool = False,
               env_kwargs: dict[str, Any] | None = None, hyperparams: dict[str, Any] | None = None,
-              callback: Callable[..., bool] | None = None) -> Path:
+              callback: Callable[..., bool] | None = None, ray: str | None = None) -> Path:
     """Train ``algo`` (default rnp-dqn) on ``env_id`` into a run directory; returns the directory.
 
     ``timesteps`` and ``hyperparams`` override the YAML values. With ``resume``, the run in ``out``
     continues from its last checkpoint; anything else given must agree with its ``config.json``,
     except a larger ``timesteps``, which trains it longer. ``callback`` is passed to the custom
-    DQN's loop (tests use it to stop a run early, as a kill would)."""
+    DQN's loop (tests use it to stop a run early, as a kill would). ``ray`` (``"local"`` or a
+    cluster's address) steps an SB3 run's sub-environments as Ray actors
+    (:class:`~prune_gym.agents.ray_vec_env.RayVecEnv`); it is how the run is executed, not part of
+    its settings, so a run may be resumed with or without it and trains the same either way."""
     request = {"env_id": env_id or None, "algo": algo or None, "seed": seed, "env_kwargs": dict(env_kwargs or {}),
                "hyperparams": dict(hyperparams or {}), "timesteps": timesteps}
+    if ray is None:
+        return _train_or_resume(request, out, resume, callback, ray=False)
+    if not resume and (request["algo"] or DEFAULT_ALGO) == "rnp-dqn":
+        refuse_ray_for_custom_dqn()  # before starting Ray (a resumed run's algo is checked once its config is read)
+    from prune_gym.ray_support import ray_session
+
+    with ray_session(ray):
+        return _train_or_resume(request, out, resume, callback, ray=True)
+
+
+def refuse_ray_for_custom_dqn() -> None:
+    raise ValueError(
+        "--ray runs the sub-environments of an SB3 algorithm (--algo dqn, ppo, a2c, sac, td3) as Ray actors; "
+        "--algo rnp-dqn steps one env per iteration in this process (or RNP's natively batched env), so Ray has "
+        "nothing to spread. Leave out --ray, or use e.g. --algo dqn --num-envs N --ray.")
+
+
+def _train_or_resume(request: dict[str, Any], out: str | Path | None, resume: bool,
+                     callback: Callable[..., bool] | None, ray: bool) -> Path:
     if resume:
         if out is None:
             raise ValueError("--resume needs --out RUN_DIR (the run to continue).")
-        return _resume_run(Path(out), request, callback)
+        return _resume_run(Path(out), request, callback, ray)
     if request["env_id"] is None:
         raise ValueError("train needs ENV_ID (or --resume --out RUN_DIR).")
-    algo, seed = request["algo"] or DEFAULT_ALGO, 0 if seed is None else seed
+    algo, seed = request["algo"] or DEFAULT_ALGO, 0 if request["seed"] is None else request["seed"]
     run_dir = Path(out) if out is not None else default_run_dir(request["env_id"], algo, seed)
     _refuse_existing_run(run_dir)
-    config = _new_run_config(request["env_id"], algo, seed, request["env_kwargs"], request["hyperparams"], timesteps)
-    start = _prepare_training(run_dir, config, resume=False, callback=callback)
+    config = _new_run_config(request["env_id"], algo, seed, request["env_kwargs"], request["hyperparams"],
+                             request["timesteps"])
+    start = _prepare_training(run_dir, config, resume=False, callback=callback, ray=ray)
     with _removed_if_start_fails(run_dir, config["algo"]):
         write_config(run_dir, config)
         start()
@@ -436,7 +459,7 @@ def _new_run_config(env_id: str, algo: str, seed: int, env_kwargs: dict[str, Any
             "env_identity": identity}
 
 
-def _resume_run(run_dir: Path, request: dict[str, Any], callback: Callable[..., bool] | None) -> Path:
+def _resume_run(run_dir: Path, request: dict[str, Any], callback: Callable[..., bool] | None, ray: bool) -> Path:
     config = read_config(run_dir)
     _refuse_conflicts(run_dir, config, request)
     config, longer = _with_requested_length(run_dir, config, request)
@@ -445,7 +468,7 @@ def _resume_run(run_dir: Path, request: dict[str, Any], callback: Callable[..., 
                     run_dir)
     elif not longer and any((run_dir / name).exists() for name in ("final_model.pt", "final_model.zip")):
         logger.info("%s has already finished; nothing to train (a larger --timesteps trains it longer).", run_dir)
-    start = _prepare_training(run_dir, config, resume=True, callback=callback)
+    start = _prepare_training(run_dir, config, resume=True, callback=callback, ray=ray)
     if longer:
         write_config(run_dir, config)
     start()
@@ -526,15 +549,17 @@ def _removed_if_start_fails(run_dir: Path, algo: str) -> Iterator[None]:
 
 
 def _prepare_training(run_dir: Path, config: dict[str, Any], resume: bool,
-                      callback: Callable[..., bool] | None) -> Callable[[], None]:
+                      callback: Callable[..., bool] | None, ray: bool = False) -> Callable[[], None]:
     """Build the run's env, agent and (when resuming) its checkpoint — every check that can fail
     early — and return the function that trains it (and writes the run's files)."""
     if config["algo"] == "rnp-dqn":
+        if ray:
+            refuse_ray_for_custom_dqn()
         return CustomDQNTraining(run_dir, config, resume, callback).run
     from prune_gym.agents.sb3 import METRICS_COLUMNS, SB3Training, checkpoint_timesteps, latest_checkpoint
 
     resume_from = latest_checkpoint(run_dir) if resume else None
-    training = SB3Training(config, run_dir, resume_from, load_sb3_model)
+    training = SB3Training(config, run_dir, resume_from, load_sb3_model, ray=ray)
 
     def run() -> None:
         metrics = run_dir / METRICS_FILE

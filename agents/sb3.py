@@ -1,7 +1,9 @@
 """Stable-Baselines3 runners: DQN, PPO and A2C on ``Discrete`` envs, SAC and TD3 on ``Box`` actions.
 
 RNP ids train on the native batched vector env through :class:`~prune_gym.envs.sb3.SB3VecEnvAdapter`
-(no Python loop over single envs); every other id through SB3's ``DummyVecEnv``. Both are wrapped in
+(no Python loop over single envs); every other id on ``n_envs`` single envs: one in this process
+(``DummyVecEnv``), several in worker processes (``SubprocVecEnv``), or with ``--ray`` as Ray actors
+(:class:`~prune_gym.agents.ray_vec_env.RayVecEnv`, on this machine or a cluster). All are wrapped in
 ``VecMonitor`` with the env's accounting from ``info`` (MACs, correctness or accuracy), so episode
 statistics and tensorboard curves carry them. Hyperparameters come from ``agents/hyperparams/<algo>.yml``
 (see :func:`prune_gym.agents.runs.load_hyperparams`) and are checked against the algorithm's
@@ -11,6 +13,7 @@ constructor (:func:`constructor_kwargs`) before anything is built.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import logging
 import math
@@ -29,7 +32,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback, EvalCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.type_aliases import TrainFrequencyUnit
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecMonitor
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper, VecMonitor
 
 from prune_gym.agents.dqn_common import HyperparameterError
 from prune_gym.progress import progress_counter
@@ -184,21 +187,47 @@ def check_action_space(algo: str, action_space: spaces.Space, env_id: str) -> No
                          f"{action_space}; algorithms for it: {', '.join(fitting) or '(none)'}.")
 
 
-def make_sb3_env(env_id: str, env_kwargs: dict[str, Any], n_envs: int, seed: int) -> VecEnv:
-    """The monitored SB3 ``VecEnv`` for ``env_id`` (native batched env for RNP ids)."""
+def make_sb3_env(env_id: str, env_kwargs: dict[str, Any], n_envs: int, seed: int, ray: bool = False,
+                 ray_cpus: float = 1) -> VecEnv:
+    """The monitored SB3 ``VecEnv`` for ``env_id``: the native batched env for RNP ids; otherwise
+    ``n_envs`` single envs — in this process for one, in worker processes (``SubprocVecEnv``) for
+    more, or as Ray actors of ``ray_cpus`` CPUs each with ``ray`` (the caller holds the Ray
+    connection). The worker processes and actors run torch with this process's thread count, so all
+    three yield the same episodes."""
+    from prune_gym.ray_support import torch_threads
     from prune_gym.registry import get_entry, is_family
 
     if is_family(env_id, "RNP"):  # the native batched env (an SB3 adapter over RNPVectorEnv)
+        if ray:
+            raise ValueError(f"--ray does not apply to {env_id}: RNP ids step one natively batched env "
+                             f"({n_envs} images per step) in this process, which Ray would not speed up. "
+                             "Leave out --ray.")
         from prune_gym.envs.rnp import RNPVectorEnv
         from prune_gym.envs.sb3 import SB3VecEnvAdapter
 
         entry = get_entry(env_id)
         venv: VecEnv = SB3VecEnvAdapter(RNPVectorEnv(num_envs=n_envs, **{**entry.kwargs, **env_kwargs}))
+    elif ray:
+        from prune_gym.agents.ray_vec_env import RayVecEnv
+
+        venv = RayVecEnv(env_id, n_envs, env_kwargs, num_cpus=ray_cpus)
+    elif n_envs > 1:
+        venv = SubprocVecEnv([functools.partial(make_single_env, env_id, env_kwargs, torch_threads())] * n_envs)
     else:
         # No per-env Monitor (make_vec_env would add one): the single VecMonitor below serves every family.
-        venv = DummyVecEnv([lambda: gym.make(env_id, **env_kwargs) for _ in range(n_envs)])
+        venv = DummyVecEnv([functools.partial(gym.make, env_id, **env_kwargs)])
     venv.seed(seed)
     return VecMonitor(FillAccountingKeys(venv), info_keywords=INFO_KEYWORDS)
+
+
+def make_single_env(env_id: str, env_kwargs: dict[str, Any], threads: int) -> gym.Env:
+    """``gym.make(env_id, **env_kwargs)`` in a fresh worker process (ids registered, torch on ``threads`` threads)."""
+    import torch
+
+    import prune_gym  # noqa: F401 - registers the ids in the worker
+
+    torch.set_num_threads(threads)
+    return gym.make(env_id, **env_kwargs)
 
 
 class FillAccountingKeys(VecEnvWrapper):
@@ -357,32 +386,52 @@ class SB3Training:
         resume_from: a checkpoint to continue from (its replay buffer too, where saved).
         load_model: ``load_model(path, algorithm, **kwargs)`` loads a saved model (the run directory
             layer turns unreadable files into one-line errors).
+        ray: step the sub-environments (training and evaluation) as Ray actors; the caller holds the
+            Ray connection (:func:`prune_gym.ray_support.ray_session`).
     """
 
     def __init__(self, config: dict[str, Any], run_dir: Path, resume_from: Path | None,
-                 load_model: Callable[..., BaseAlgorithm]):
+                 load_model: Callable[..., BaseAlgorithm], ray: bool = False):
         env_id, algo, seed = config["env_id"], config["algo"], config["seed"]
         hyperparams, env_kwargs = config["hyperparams"], config["env_kwargs"]
         settings = constructor_kwargs(algo, hyperparams)
         policy = settings.pop("policy", "MlpPolicy")
         self.algo, self.run_dir = algo, run_dir
         self.timesteps, self.n_envs = int(hyperparams["n_timesteps"]), int(hyperparams["n_envs"])
-        self.env = make_sb3_env(env_id, env_kwargs, self.n_envs, seed)
-        check_action_space(algo, self.env.action_space, env_id)
-        self.eval_env = make_sb3_env(env_id, {**env_kwargs, **_eval_kwargs(env_id)}, self.n_envs, seed + 10_000)
+        self.env = make_sb3_env(env_id, env_kwargs, self.n_envs, seed, ray)
+        self.eval_env: VecEnv | None = None
+        try:
+            check_action_space(algo, self.env.action_space, env_id)
+            # The evaluation actors reserve no CPUs: the callback steps them only while the training
+            # actors wait, and reserving theirs too would leave n_envs actors unscheduled on 2n CPUs.
+            self.eval_env = make_sb3_env(env_id, {**env_kwargs, **_eval_kwargs(env_id)}, self.n_envs, seed + 10_000,
+                                         ray, ray_cpus=0)
+            self.model = self._build_model(config, policy, settings, resume_from, load_model)
+        except BaseException:
+            self.close()  # worker processes or actors must not outlive a failed start
+            raise
+
+    def _build_model(self, config: dict[str, Any], policy: str, settings: dict[str, Any], resume_from: Path | None,
+                     load_model: Callable[..., BaseAlgorithm]) -> BaseAlgorithm:
+        algo, seed, run_dir = config["algo"], config["seed"], self.run_dir
         algorithm = SB3_ALGORITHMS[algo]
         self.resumed = resume_from is not None
         if resume_from is not None:
-            self.model = load_model(resume_from, algorithm, env=self.env, tensorboard_log=str(run_dir / "tb"))
-            buffer = replay_buffer_path(resume_from, self.model.num_timesteps)
-            if hasattr(self.model, "load_replay_buffer") and buffer.exists():
-                self.model.load_replay_buffer(buffer)
-        else:
-            try:
-                self.model = algorithm(policy, self.env, seed=seed, tensorboard_log=str(run_dir / "tb"), verbose=0,
-                                       **settings)
-            except (AssertionError, ValueError, TypeError) as error:  # SB3's own checks of the values
-                raise HyperparameterError(f"{algo} refused the hyperparameters {hyperparams}: {error}") from None
+            model = load_model(resume_from, algorithm, env=self.env, tensorboard_log=str(run_dir / "tb"))
+            buffer = replay_buffer_path(resume_from, model.num_timesteps)
+            if hasattr(model, "load_replay_buffer") and buffer.exists():
+                model.load_replay_buffer(buffer)
+            return model
+        try:
+            return algorithm(policy, self.env, seed=seed, tensorboard_log=str(run_dir / "tb"), verbose=0, **settings)
+        except (AssertionError, ValueError, TypeError) as error:  # SB3's own checks of the values
+            raise HyperparameterError(f"{algo} refused the hyperparameters {config['hyperparams']}: {error}") from None
+
+    def close(self) -> None:
+        """Close the training and evaluation envs (their worker processes or Ray actors)."""
+        self.env.close()
+        if self.eval_env is not None:
+            self.eval_env.close()
 
     def run(self, write_rows: RowWriter) -> BaseAlgorithm:
         """Train to ``n_timesteps``; saves ``final_model.zip`` and a last checkpoint; returns the model."""
@@ -405,8 +454,7 @@ class SB3Training:
             model.save(run_dir / "final_model.zip")
             self.save_last_checkpoint()
         finally:
-            self.env.close()
-            self.eval_env.close()
+            self.close()
         return model
 
     def save_last_checkpoint(self) -> None:

@@ -44,6 +44,7 @@ import numpy as np
 from prune_gym.baselines.registry import get_policy, policies_for, report_for, runner_for
 from prune_gym.policies import ScriptedPolicy, make_env, play_episode
 from prune_gym.progress import track_progress
+from prune_gym.ray_support import map_tasks, require_ray
 from prune_gym.registry import family_of
 from prune_gym.results import COLUMNS, column_values, mean_std
 
@@ -93,13 +94,21 @@ def compare(
     out: str | Path = "compare",
     env_kwargs: dict[str, Any] | None = None,
     overwrite: bool = False,
+    ray: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run every selected policy and agent for seeds ``0..seeds-1`` on ``env_id`` and write
     ``results.csv``, ``results.md`` and ``pareto.png`` into ``out``, after the rows an earlier
     comparison left there (see the module docstring; ``overwrite`` replaces runs done before).
-    Returns every row, earlier ones included."""
+    Returns every row, earlier ones included.
+
+    With ``ray`` (``"local"`` or a cluster's address) every (policy, seed) run is one Ray task, all
+    running at once; the rows are the same and in the same order as without it (each run is seeded
+    by its seed alone), and the outputs are rewritten as runs finish. Agents' run directories and
+    ``eval_data`` must be readable on every node at the same path."""
     if seeds < 1:
         raise ValueError(f"--seeds must be ≥ 1, got {seeds}.")
+    if ray is not None:
+        require_ray()  # before anything is written
     if eval_data is not None and not Path(eval_data).is_file():
         raise ValueError(f"--eval-data {eval_data!r} is not a file; give an .npz with x_test and y_test.")
     agents = load_agents(agent_dirs)
@@ -122,12 +131,19 @@ def compare(
     out.mkdir(parents=True, exist_ok=True)
     write_settings(out, settings)
     progress = track_progress(runs, f"compare {env_id}", unit="run", leave=True)
-    for policy, seed in progress:
-        progress.set_postfix(policy=policy.name, seed=seed)
-        rows.extend(runner(env_id, policy, seed, dict(env_kwargs or {}), eval_data))
-        write_outputs(rows, out, env_id, order)
+    finished: dict[int, list[dict[str, Any]]] = {}
+
+    def done(index: int, run_rows: list[dict[str, Any]]) -> None:
+        finished[index] = run_rows
+        progress.update(1)
+        progress.set_postfix(policy=runs[index][0].name, seed=runs[index][1])
+        # In the order of `runs`, whatever order they finished in.
+        write_outputs(rows + [row for key in sorted(finished) for row in finished[key]], out, env_id, order)
+
+    map_tasks(runner, [(env_id, policy, seed, dict(env_kwargs or {}), eval_data) for policy, seed in runs], ray,
+              on_result=done)
     progress.close()
-    return rows
+    return rows + [row for key in sorted(finished) for row in finished[key]]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,6 +9,11 @@ vanilla narrow networks (trained from scratch with fewer channels and the backbo
 DQN points' MACs, ``--vanilla-seeds`` seeds each: mean ± std), and
 SB3 DQN and PPO at the env's default reward. Writes ``OUT/results.json``, ``OUT/results.md`` and
 ``OUT/pareto.png`` (test accuracy vs MACs per image, the decision network's own MACs included).
+
+``--ray [ADDRESS]`` runs every training as one Ray task — each (penalty, seed) DQN point, each SB3
+run, each (width, seed) narrow network — on a local instance or the cluster at ADDRESS. The figures
+are those of the plain run (every job is seeded by its arguments; only timings and batch-1 latencies,
+measured while other tasks run, differ).
 """
 
 from __future__ import annotations
@@ -57,30 +62,39 @@ def scripted_rows(env_id: str, env_kwargs: dict[str, Any], seed: int) -> list[di
 
 
 def vanilla_rows(env_id: str, env_kwargs: dict[str, Any], target_macs: list[float],
-                 seeds: list[int]) -> list[dict[str, Any]]:
+                 seeds: list[int], ray: str | None = None) -> list[dict[str, Any]]:
     """One row per width factor matching a DQN point's MACs: the narrow network trained once per
     seed (a plain net's test accuracy on 517 images moves by 1–2 points from seed to seed, as much
-    as the gaps being compared), with the mean, sample std and every seed's accuracy."""
+    as the gaps being compared), with the mean, sample std and every seed's accuracy. With ``ray``
+    each (factor, seed) trains as one Ray task."""
     import numpy as np
 
     from prune_gym.baselines.rnp import vanilla_network, width_factor_for_macs
+    from prune_gym.ray_support import map_tasks
 
+    if not seeds:
+        return []
     env = gym.make(env_id, **env_kwargs).unwrapped
     settings, dataset = env.settings, env.dataset
     factors = sorted({width_factor_for_macs(settings.backbone, macs, dataset.image_shape, dataset.num_classes)
                       for macs in target_macs})
+    start = time.perf_counter()
+    # The backbone's own budget (settings.pretrain_steps: the default's unless the env kwargs change it).
+    calls = [(settings.dataset, settings.backbone, factor, settings.data_root, seed, settings.device,
+              settings.pretrain_steps) for factor in factors for seed in seeds]
+    trained = iter(map_tasks(vanilla_network, calls, ray))
+    # Wall time of all the narrow networks, shared out per width (with --ray they trained side by side).
+    wall_s = (time.perf_counter() - start) / len(factors)
     rows = []
     for factor in factors:
-        start = time.perf_counter()
-        runs = [vanilla_network(settings.dataset, settings.backbone, factor, settings.data_root, seed,
-                                settings.device) for seed in seeds]
+        runs = [next(trained) for _ in seeds]
         accuracies = np.array([run["accuracy"] for run in runs])
         rows.append({"method": f"vanilla-w{factor:g}", "kind": "vanilla", "mean_macs": runs[0]["macs"],
                      "accuracy": float(accuracies.mean()),
                      "accuracy_std": float(accuracies.std(ddof=1)) if len(runs) > 1 else None,
                      "accuracy_per_seed": accuracies.tolist(), "seeds": list(seeds),
                      "cross_entropy": float(np.mean([run["cross_entropy"] for run in runs])),
-                     "params": runs[0]["params"], "wall_s": time.perf_counter() - start})
+                     "params": runs[0]["params"], "wall_s": wall_s})
     return rows
 
 
@@ -89,6 +103,19 @@ def agent_row(run_dir: Path, method: str, kind: str, wall_s: float | None, **ext
 
     figures = evaluate_run(run_dir)
     return {"method": method, "kind": kind, "run": str(run_dir), "train_wall_s": wall_s, **extra, **figures}
+
+
+def trained_point(out: Path, name: str, env_id: str, algo: str, env_kwargs: dict[str, Any], timesteps: int | None,
+                  seed: int, method: str, kind: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """One agent's point: trained into ``out/name`` (or a finished run reused), then evaluated; one job
+    (a Ray task with ``--ray``)."""
+    run_dir, wall_s = trained_run(out, name, env_id, algo, env_kwargs, timesteps, seed)
+    return agent_row(run_dir, method, kind, wall_s, **extra)
+
+
+def dqn_run_name(penalty: float, seed: int) -> str:
+    """``rnp-dqn_p-0.05`` for seed 0 (the name earlier sweeps used, so their runs are reused), else ``…_s1``."""
+    return f"rnp-dqn_p{penalty:g}" + (f"_s{seed}" if seed else "")
 
 
 def write_table(rows: list[dict[str, Any]], reference: dict[str, Any], path: Path) -> None:
@@ -140,6 +167,8 @@ def plot(rows: list[dict[str, Any]], reference: dict[str, Any], path: Path) -> N
 
 def main(argv: list[str] | None = None) -> None:
     import prune_gym  # noqa: F401
+    from prune_gym.cli import parse_env_kwargs
+    from prune_gym.ray_support import LOCAL, ray_session
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env-id", default="RNP-CIFAR10-v0")
@@ -149,34 +178,55 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sb3", nargs="*", default=["dqn", "ppo"], choices=["dqn", "ppo", "a2c"])
     parser.add_argument("--sb3-timesteps", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--vanilla-seeds", type=int, default=3, help="seeds per vanilla narrow network")
+    parser.add_argument("--dqn-seeds", type=int, default=1,
+                        help="custom-DQN seeds per penalty: SEED..SEED+N-1 (default: 1)")
+    parser.add_argument("--vanilla-seeds", type=int, default=3, help="seeds per vanilla narrow network (0: none)")
+    parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="kwargs of every env (the DQN points add their group_penalty)")
+    parser.add_argument("--ray", nargs="?", const=LOCAL, metavar="ADDRESS",
+                        help="run every training as one Ray task: a local instance, or the cluster at ADDRESS")
     args = parser.parse_args(argv)
+    if args.dqn_seeds < 1 or args.vanilla_seeds < 0:
+        parser.error("--dqn-seeds must be ≥ 1 and --vanilla-seeds ≥ 0.")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-
-    rows = []
-    for row in scripted_rows(args.env_id, {}, args.seed):
-        row["group"] = "random" if row["method"] == "random" else "uniform"
-        rows.append(row)
-    for penalty in args.penalties:
-        run_dir, wall_s = trained_run(out, f"rnp-dqn_p{penalty:g}", args.env_id, "rnp-dqn",
-                                      {"group_penalty": penalty}, args.timesteps, args.seed)
-        rows.append(agent_row(run_dir, f"rnp-dqn p={penalty:g}", "rnp-dqn", wall_s, group_penalty=penalty,
-                              group="rnp-dqn"))
-    for algo in args.sb3:
-        run_dir, wall_s = trained_run(out, f"sb3-{algo}", args.env_id, algo, {}, args.sb3_timesteps, args.seed)
-        rows.append(agent_row(run_dir, f"SB3 {algo.upper()}", f"sb3-{algo}", wall_s, group=f"sb3-{algo}"))
-    dqn_macs = [row["mean_macs"] for row in rows if row["kind"] == "rnp-dqn"]
-    for row in vanilla_rows(args.env_id, {}, dqn_macs,
-                            list(range(args.seed, args.seed + args.vanilla_seeds))):
-        row["group"] = "vanilla"
-        rows.append(row)
+    env_kwargs = parse_env_kwargs(args.env_kwargs)
+    if args.ray is None:
+        rows = sweep(args, out, env_kwargs, None)
+    else:
+        with ray_session(args.ray):  # one connection for both rounds of tasks
+            rows = sweep(args, out, env_kwargs, args.ray)
     reference = next(row for row in rows if row["method"] == "uniform-4")
     (out / "results.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
     write_table(rows, reference, out / "results.md")
     plot(rows, reference, out / "pareto.png")
     print((out / "results.md").read_text())
     print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'pareto.png'}")
+
+
+def sweep(args: argparse.Namespace, out: Path, env_kwargs: dict[str, Any], ray: str | None) -> list[dict[str, Any]]:
+    """Every row of the sweep: scripted policies here, then the agents' points (one job each), then
+    the narrow networks at the DQN points' MACs (one job per width and seed)."""
+    from prune_gym.ray_support import map_tasks
+
+    rows = []
+    for row in scripted_rows(args.env_id, env_kwargs, args.seed):
+        row["group"] = "random" if row["method"] == "random" else "uniform"
+        rows.append(row)
+    seeds = list(range(args.seed, args.seed + args.dqn_seeds))
+    points = [(out, dqn_run_name(penalty, seed), args.env_id, "rnp-dqn", {**env_kwargs, "group_penalty": penalty},
+               args.timesteps, seed, f"rnp-dqn p={penalty:g}" + (f" s{seed}" if len(seeds) > 1 else ""), "rnp-dqn",
+               {"group_penalty": penalty, "seed": seed, "group": "rnp-dqn"})
+              for penalty in args.penalties for seed in seeds]
+    points += [(out, f"sb3-{algo}", args.env_id, algo, env_kwargs, args.sb3_timesteps, args.seed,
+                f"SB3 {algo.upper()}", f"sb3-{algo}", {"group": f"sb3-{algo}"}) for algo in args.sb3]
+    rows += map_tasks(trained_point, points, ray)
+    dqn_macs = [row["mean_macs"] for row in rows if row["kind"] == "rnp-dqn"]
+    for row in vanilla_rows(args.env_id, env_kwargs, dqn_macs,
+                            list(range(args.seed, args.seed + args.vanilla_seeds)), ray):
+        row["group"] = "vanilla"
+        rows.append(row)
+    return rows
 
 
 if __name__ == "__main__":

@@ -180,9 +180,15 @@ def command_train(args: argparse.Namespace) -> None:
         raise SystemExit("train needs ENV_ID (or --resume --out RUN_DIR).")
     # ENV_ID, --algo, --seed, --env-kwargs and --hyperparams left out (None, empty) mean "not given":
     # a new run takes the defaults, a resumed run its own values (given ones must agree with them).
+    hyperparams = parse_env_kwargs(args.hyperparams)
+    if args.num_envs is not None:
+        if hyperparams.get("n_envs", args.num_envs) != args.num_envs:
+            raise SystemExit(f"--num-envs {args.num_envs} and --hyperparams n_envs={hyperparams['n_envs']} disagree; "
+                             "give one of them.")
+        hyperparams["n_envs"] = args.num_envs
     run_dir = train_run(args.env_id, args.algo, timesteps=args.timesteps, seed=args.seed, out=args.out,
-                        resume=args.resume, env_kwargs=parse_env_kwargs(args.env_kwargs),
-                        hyperparams=parse_env_kwargs(args.hyperparams))
+                        resume=args.resume, env_kwargs=parse_env_kwargs(args.env_kwargs), hyperparams=hyperparams,
+                        ray=args.ray)
     print(f"run written to {run_dir}; evaluate it with `prune-gym evaluate {run_dir}`")
 
 
@@ -211,9 +217,18 @@ def command_compare(args: argparse.Namespace) -> None:
     else:
         rows = compare(args.env_id, policies=args.policies, agent_dirs=args.agents, seeds=args.seeds,
                        eval_data=args.eval_data, out=args.out, env_kwargs=parse_env_kwargs(args.env_kwargs),
-                       overwrite=args.overwrite)
+                       overwrite=args.overwrite, ray=args.ray)
     print((Path(args.out) / "results.md").read_text())
     print(f"{Path(args.out) / 'results.csv'} holds {len(rows)} rows; wrote results.md and pareto.png beside it")
+
+
+def add_ray_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--ray [ADDRESS]``: without an address a local Ray instance (Ray's own RAY_ADDRESS wins where set)."""
+    from prune_gym.ray_support import LOCAL
+
+    parser.add_argument("--ray", nargs="?", const=LOCAL, metavar="ADDRESS",
+                        help=f"{what} on Ray: a local instance, or the cluster at ADDRESS (ray.init(address=...), "
+                             "e.g. 10.0.0.5:6379 or auto); needs pip install \"prune-gym[ray]\"")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY=VALUE",
                        help="override the YAML's values (agents/hyperparams/ALGO.yml; for rnp-dqn, "
                             "its config dataclasses' defaults); checked before anything is written")
+    train.add_argument("--num-envs", type=int, metavar="N",
+                       help="sub-environments (the hyperparameter n_envs): N > 1 single envs step in N worker "
+                            "processes (or Ray actors with --ray); on RNP ids, images per batched step")
+    add_ray_argument(train, "step an SB3 algorithm's sub-environments as actors")
     train.set_defaults(run=command_train)
 
     evaluate = commands.add_parser("evaluate", help="accuracy, MACs and latency of a trained run")
@@ -293,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--list", action="store_true", help="only list the policies (name and description)")
     compare.add_argument("--report-only", action="store_true",
                          help="run nothing: rewrite DIR/results.md and DIR/pareto.png from DIR/results.csv")
+    add_ray_argument(compare, "run every (policy, seed) as one task")
     compare.set_defaults(run=command_compare)
     return parser
 
@@ -310,9 +330,10 @@ def main(argv: list[str] | None = None) -> None:
         from gymnasium.error import UnregisteredEnv
 
         from prune_gym.data import DatasetNotFoundError
+        from prune_gym.ray_support import RayUnavailableError
 
         if isinstance(error, (DatasetNotFoundError, UnregisteredEnv, ValueError, TypeError, FileNotFoundError,
-                              FileExistsError)):
+                              FileExistsError, RayUnavailableError)):
             sys.exit(f"prune-gym: error: {error}")
         raise
 
