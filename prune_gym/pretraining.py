@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -273,7 +272,8 @@ def pretrain_grouped_cnn(
 
     wall_s = 0.0
     if budget.full_width_steps:
-        wall_s += run_phase(budget.full_width_steps, lambda images, labels: full_width_step(model, images, labels, budget.label_smoothing)[1],
+        wall_s += run_phase(budget.full_width_steps,
+                            lambda images, labels: full_width_step(model, images, labels, budget.label_smoothing)[1],
                             evaluate_full_width, "full width").wall_s
         start_prefixes_from_full_width(model)
     result = run_phase(budget.sandwich_steps,

@@ -76,12 +76,25 @@ def torch_threads() -> int:
 
 
 def call_with_threads(function: Callable[..., Any], args: tuple, threads: int) -> Any:
-    """``function(*args)`` with torch on ``threads`` threads and prune-gym's ids registered: the body of a task."""
+    """``function(*args)`` with torch on ``threads`` threads, prune-gym's ids registered and the
+    global random generators reset: the body of every job, local or a Ray task.
+
+    Why reset them: a job must be a function of its arguments alone. A Ray worker runs whatever
+    tasks it is given, one after another, and the local loop runs them after whatever this process
+    did before, so any code that draws from a global generator without seeding it (a library's
+    default, say) would make a job's result depend on its neighbours (seen once: the sweep's Ray
+    and local results differed inside the full test suite, not alone)."""
+    import random
+
+    import numpy as np
     import torch
 
     import prune_gym  # noqa: F401 - a fresh worker has not registered the ids yet
 
     torch.set_num_threads(threads)
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
     return function(*args)
 
 
@@ -99,7 +112,7 @@ def map_tasks(function: Callable[..., Any], calls: Sequence[tuple], ray_address:
     results: list[Any] = [None] * len(calls)
     if ray_address is None:
         for index, args in enumerate(calls):
-            results[index] = function(*args)
+            results[index] = call_with_threads(function, tuple(args), torch_threads())
             if on_result is not None:
                 on_result(index, results[index])
         return results

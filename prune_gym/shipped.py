@@ -60,8 +60,8 @@ class ShippedConfig:
 
 
 # The one table: every registered CIFAR-10 and MNIST RNP configuration. AlphaBlend's backbone is
-# RNP-CIFAR10-v0's (the same request), so "cnn4-cifar10" serves both families. A row whose files are absent falls back to
-# the weights cache; `index.json` says which rows are shipped.
+# RNP-CIFAR10-v0's (the same request), so "cnn4-cifar10" serves both families. A row whose files
+# are absent falls back to the weights cache; `index.json` says which rows are shipped.
 SHIPPED_CONFIGS: tuple[ShippedConfig, ...] = (
     ShippedConfig("cnn4-cifar10", "RNP-CIFAR10-v0"),
     ShippedConfig("cnn6-cifar10", "RNP-CIFAR10-CNN6-v0"),

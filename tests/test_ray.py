@@ -234,3 +234,17 @@ def test_rnp_sweep_with_ray_equals_the_local_run(ray_instance, tmp_path, capsys)
     methods = [row["method"] for row in results["ray"]]
     assert "rnp-dqn p=-0.1 s1" in methods and any(name.startswith("vanilla") for name in methods)
     assert same(without_timings(results["local"]), without_timings(results["ray"]))
+
+
+def _draw_from_global_generators(scale: int) -> list[float]:
+    import random
+
+    return [scale * random.random(), scale * float(np.random.rand()), scale * float(torch.rand(()))]
+
+
+def test_a_local_job_does_not_depend_on_what_the_process_drew_before():
+    """The bug: a job drawing from an unseeded global generator gave other results after other work."""
+    first = ray_support.map_tasks(_draw_from_global_generators, [(1,), (2,)])
+    np.random.rand(5), torch.rand(5)  # the process's history moves on
+    assert ray_support.map_tasks(_draw_from_global_generators, [(1,), (2,)]) == first
+    assert first[1] == [2 * value for value in first[0]]  # each job starts from the same state
