@@ -61,6 +61,7 @@ class RNPSettings:
     mac_weight: float = DEFAULT_MAC_WEIGHT
     data_root: str | None = None
     pretrain_steps: int = PretrainBudget.steps
+    pretrain_lr: float = PretrainBudget.lr
     backbone_seed: int = 0
     val_fraction: float = 0.1
     device: str = "auto"
@@ -84,6 +85,7 @@ class RNPSettings:
         set_real(self, "ce_weight", lambda w: w >= 0.0, "≥ 0 (the weight of the cross-entropy cost)")
         set_real(self, "mac_weight", lambda w: w >= 0.0, "≥ 0 (the weight of the MAC cost)")
         set_integer(self, "pretrain_steps", minimum=1)
+        set_real(self, "pretrain_lr", lambda lr: lr > 0.0, "a positive learning rate")
         set_integer(self, "backbone_seed", minimum=0)
         set_real(self, "val_fraction", lambda f: 0.0 < f < 1.0, "a fraction strictly between 0 and 1")
 
@@ -93,7 +95,7 @@ class RNPSettings:
 
     def backbone_request(self) -> BackboneRequest:
         return BackboneRequest(self.dataset, self.backbone, self.k, self.dropout, self.backbone_seed,
-                               self.val_fraction, PretrainBudget(steps=self.pretrain_steps))
+                               self.val_fraction, PretrainBudget(steps=self.pretrain_steps, lr=self.pretrain_lr))
 
 
 def observation_space_for(settings: RNPSettings) -> spaces.Box:
@@ -363,7 +365,8 @@ class RNPEnv(_RNPAccess, PruningEnv):
     - ``split``: ``"train"``, ``"val"`` (a fixed 10 % of the training images) or ``"test"``.
     - ``reward_mode``, ``group_penalty``, ``ce_weight``, ``mac_weight``: see Rewards.
     - ``data_root``: ``.npz`` file or data directory (default ``$PRUNE_GYM_DATA`` or ``~/.cache/prune_gym``).
-    - ``pretrain_steps``, ``backbone_seed``: pretraining budget and seed of the backbone (part of
+    - ``pretrain_steps``, ``pretrain_lr`` (peak learning rate of both phases), ``backbone_seed``:
+      pretraining budget and seed of the backbone (part of
       its cache key); ``device``: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
     - ``weights``: where the pretrained backbone comes from. ``"auto"`` (default): the weights
       shipped with the package when dataset, backbone, ``k``, ``dropout``, ``backbone_seed``,
