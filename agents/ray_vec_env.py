@@ -32,7 +32,7 @@ import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 from stable_baselines3.common.vec_env.subproc_vec_env import _stack_obs
 
-from prune_gym.ray_support import require_ray, torch_threads
+from prune_gym.ray_support import prepare_process, require_ray, torch_threads
 
 logger = logging.getLogger("prune_gym")
 
@@ -41,11 +41,7 @@ class EnvWorker:
     """One sub-environment, living in a Ray actor; its methods are the messages of SB3's subprocess worker."""
 
     def __init__(self, env_id: str, env_kwargs: dict[str, Any], threads: int):
-        import torch
-
-        import prune_gym  # noqa: F401 - registers the ids in this fresh process
-
-        torch.set_num_threads(threads)
+        prepare_process(threads)
         self.env = gym.make(env_id, **env_kwargs)
 
     def spaces(self) -> tuple[gym.Space, gym.Space]:

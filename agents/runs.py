@@ -29,10 +29,8 @@ import io
 import json
 import logging
 import math
-import os
 import pickle
 import shutil
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
@@ -45,7 +43,7 @@ import numpy as np
 import torch
 
 from prune_gym.agents import ALGORITHMS
-from prune_gym.weights import atomic_torch_save
+from prune_gym.weights import atomic_torch_save, atomic_write
 
 logger = logging.getLogger("prune_gym")
 
@@ -244,16 +242,8 @@ def write_config(run_dir: Path, config: dict[str, Any]) -> None:
 
 
 def write_text_atomically(path: Path, text: str) -> None:
-    """Write through a temporary file and ``os.replace``: a kill never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", newline="") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write through :func:`~prune_gym.weights.atomic_write`: a kill never leaves half a file."""
+    atomic_write(path, lambda temporary: Path(temporary).write_text(text, newline=""))
 
 
 def load_run_file(path: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:

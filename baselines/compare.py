@@ -133,17 +133,20 @@ def compare(
     progress = track_progress(runs, f"compare {env_id}", unit="run", leave=True)
     finished: dict[int, list[dict[str, Any]]] = {}
 
+    def all_rows() -> list[dict[str, Any]]:
+        """Earlier rows, then the finished runs' in the order of `runs`, whatever order they finished in."""
+        return rows + [row for key in sorted(finished) for row in finished[key]]
+
     def done(index: int, run_rows: list[dict[str, Any]]) -> None:
         finished[index] = run_rows
         progress.update(1)
         progress.set_postfix(policy=runs[index][0].name, seed=runs[index][1])
-        # In the order of `runs`, whatever order they finished in.
-        write_outputs(rows + [row for key in sorted(finished) for row in finished[key]], out, env_id, order)
+        write_outputs(all_rows(), out, env_id, order)
 
     map_tasks(runner, [(env_id, policy, seed, dict(env_kwargs or {}), eval_data) for policy, seed in runs], ray,
               on_result=done)
     progress.close()
-    return rows + [row for key in sorted(finished) for row in finished[key]]
+    return all_rows()
 
 
 # ----------------------------------------------------------------------------------------------

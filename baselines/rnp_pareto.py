@@ -167,8 +167,8 @@ def plot(rows: list[dict[str, Any]], reference: dict[str, Any], path: Path) -> N
 
 def main(argv: list[str] | None = None) -> None:
     import prune_gym  # noqa: F401
-    from prune_gym.cli import parse_env_kwargs
-    from prune_gym.ray_support import LOCAL, ray_session
+    from prune_gym.cli import add_ray_argument, parse_env_kwargs
+    from prune_gym.ray_support import ray_session
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env-id", default="RNP-CIFAR10-v0")
@@ -183,8 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vanilla-seeds", type=int, default=3, help="seeds per vanilla narrow network (0: none)")
     parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
                         help="kwargs of every env (the DQN points add their group_penalty)")
-    parser.add_argument("--ray", nargs="?", const=LOCAL, metavar="ADDRESS",
-                        help="run every training as one Ray task: a local instance, or the cluster at ADDRESS")
+    add_ray_argument(parser, "run every training as one task")
     args = parser.parse_args(argv)
     if args.dqn_seeds < 1 or args.vanilla_seeds < 0:
         parser.error("--dqn-seeds must be ≥ 1 and --vanilla-seeds ≥ 0.")

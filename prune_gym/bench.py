@@ -36,7 +36,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 from prune_gym.data import normalize
-from prune_gym.pruning.deploy import SingleImagePath
+from prune_gym.pruning.deploy import SingleImagePath, batch1_ms
 from prune_gym.pruning.runtime import DecisionFunction, RuntimePrunedNet, decision_macs, uniform_decision
 
 # Targets, checked (not asserted) in the output: issue 10's batch-1 speed-up at ≥ 3× fewer MACs
@@ -84,20 +84,6 @@ def check_bench_counts(**counts: int) -> None:
                              f"at least one of them. Got {value!r}.")
 
 
-def _batch1_ms(path: SingleImagePath, inputs: torch.Tensor, passes: int) -> float:
-    """Median over ``passes`` of the mean milliseconds per image over ``inputs``, one at a time."""
-    timings = []
-    with torch.inference_mode():
-        for index in range(min(20, len(inputs))):
-            path(inputs[index: index + 1])
-        for _ in range(passes):
-            started = time.perf_counter()
-            for index in range(len(inputs)):
-                path(inputs[index: index + 1])
-            timings.append((time.perf_counter() - started) / len(inputs))
-    return 1000 * statistics.median(timings)
-
-
 def _images_per_second(runtime: RuntimePrunedNet, decide: DecisionFunction, inputs: torch.Tensor,
                        passes: int) -> float:
     """Median over ``passes`` of images per second of one batched forward of ``inputs``."""
@@ -128,8 +114,8 @@ def bench_deployment(runtime: RuntimePrunedNet, decide: DecisionFunction, images
         if latency_threads:
             torch.set_num_threads(latency_threads)
         for _ in range(passes):
-            full_ms.append(_batch1_ms(full_path, latency_inputs, 1))
-            pruned_ms.append(_batch1_ms(pruned_path, latency_inputs, 1))
+            full_ms.append(batch1_ms(full_path, latency_inputs))
+            pruned_ms.append(batch1_ms(pruned_path, latency_inputs))
     finally:
         torch.set_num_threads(threads)
     full_rate, pruned_rate = [], []

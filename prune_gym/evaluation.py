@@ -12,7 +12,6 @@ Honest cost: every MAC figure of a policy includes its decision function's own M
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -65,20 +64,16 @@ def single_image_runner(runtime: Any, decide: Callable[[np.ndarray], Any]) -> tu
         return (lambda image: runtime(image, decide)), "runtime"
 
 
-@torch.inference_mode()
-def batch1_latency_ms(runtime: Any, decide: Callable[[np.ndarray], Any], images: torch.Tensor, dataset: Any) -> float:
+def batch1_latency_ms(runtime: Any, decide: Callable[[np.ndarray], Any], images: torch.Tensor,
+                      dataset: Any) -> tuple[float, str]:
     """Mean wall-clock milliseconds of one image through the batch-1 deployment path of ``runtime``
-    under ``decide`` (:func:`single_image_runner`; the decision network's time included)."""
+    under ``decide`` (:func:`single_image_runner`; the decision network's time included), and that
+    path's name."""
     from prune_gym.data import normalize
+    from prune_gym.pruning.deploy import batch1_ms
 
-    run, _ = single_image_runner(runtime, decide)
-    inputs = normalize(images[:LATENCY_IMAGES].to(runtime.device), dataset)
-    for index in range(min(20, len(inputs))):
-        run(inputs[index: index + 1])
-    start = time.perf_counter()
-    for index in range(len(inputs)):
-        run(inputs[index: index + 1])
-    return 1000 * (time.perf_counter() - start) / len(inputs)
+    run, path = single_image_runner(runtime, decide)
+    return batch1_ms(run, normalize(images[:LATENCY_IMAGES].to(runtime.device), dataset)), path
 
 
 def evaluate_rnp_policy(env: Any, decide: Callable[[np.ndarray], Any], images: torch.Tensor, labels: torch.Tensor,
@@ -120,9 +115,8 @@ def evaluate_rnp_policy(env: Any, decide: Callable[[np.ndarray], Any], images: t
             for index in range(chosen.shape[1])},
     }
     if latency:
-        figures["latency_full_ms"] = batch1_latency_ms(reference_env.runtime, full, images, dataset)
-        figures["latency_pruned_ms"] = batch1_latency_ms(runtime, decide, images, dataset)
-        figures["latency_path"] = single_image_runner(runtime, decide)[1]
+        figures["latency_full_ms"], _ = batch1_latency_ms(reference_env.runtime, full, images, dataset)
+        figures["latency_pruned_ms"], figures["latency_path"] = batch1_latency_ms(runtime, decide, images, dataset)
     return figures
 
 

@@ -75,6 +75,16 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
+def prepare_process(threads: int) -> None:
+    """What a fresh worker process (a Ray task's or an actor's) needs first: prune-gym's ids
+    registered and torch on the submitting process's ``threads`` threads."""
+    import torch
+
+    import prune_gym  # noqa: F401 - a fresh worker has not registered the ids yet
+
+    torch.set_num_threads(threads)
+
+
 def call_with_threads(function: Callable[..., Any], args: tuple, threads: int) -> Any:
     """``function(*args)`` with torch on ``threads`` threads, prune-gym's ids registered and the
     global random generators reset: the body of every job, local or a Ray task.
@@ -89,9 +99,7 @@ def call_with_threads(function: Callable[..., Any], args: tuple, threads: int) -
     import numpy as np
     import torch
 
-    import prune_gym  # noqa: F401 - a fresh worker has not registered the ids yet
-
-    torch.set_num_threads(threads)
+    prepare_process(threads)
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)

@@ -26,12 +26,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prune_gym.weights import CACHE_FORMAT, WeightsFileError, atomic_torch_save, load_weights_file, weights_payload
+from prune_gym.weights import (
+    CACHE_FORMAT,
+    WeightsFileError,
+    atomic_torch_save,
+    atomic_write,
+    load_weights_file,
+    weights_payload,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -213,17 +219,10 @@ def load_shipped(manifest_path: Path, manifest: dict[str, Any], model: nn.Module
 
 
 def atomic_write_json(data: Any, path: Path) -> None:
-    """Write ``data`` as indented JSON through a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(json.dumps(data, indent=1) + "\n")
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write ``data`` as indented JSON through :func:`~prune_gym.weights.atomic_write`, readable by all
+    (package data)."""
+    text = json.dumps(data, indent=1) + "\n"
+    atomic_write(path, lambda temporary: Path(temporary).write_text(text), 0o644)
 
 
 def write_shipped(config: ShippedConfig, model: nn.Module, key: dict[str, Any], metrics: dict[str, Any],

@@ -28,7 +28,7 @@ import os
 import stat
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -213,20 +213,29 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_torch_save(payload: Any, path: Path) -> None:
-    """``torch.save`` through a temporary file and ``os.replace``: a killed process never leaves a
-    half-written file (weights cache, agent checkpoints). The file gets a plain file's mode
-    (``mkstemp`` alone would leave it 0o600, unreadable for the group of a shared cache)."""
+def atomic_write(path: Path, write: Callable[[str], object], mode: int | None = None) -> None:
+    """Create ``path`` by ``write(temporary_path)`` on a temporary file in the same directory, then
+    ``os.replace``: a killed process never leaves a half-written file. ``mode`` sets the file's
+    permissions (``None`` keeps ``mkstemp``'s 0o600). The one atomic writer of the project: weights
+    (:func:`atomic_torch_save`), shipped manifests, run files."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:
-        torch.save(payload, temporary)
-        os.chmod(temporary, _file_mode())
+        write(temporary)
+        if mode is not None:
+            os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def atomic_torch_save(payload: Any, path: Path) -> None:
+    """``torch.save`` through :func:`atomic_write` (weights cache, agent checkpoints). The file gets
+    a plain file's mode (``mkstemp`` alone would leave it 0o600, unreadable for the group of a
+    shared cache)."""
+    atomic_write(path, lambda temporary: torch.save(payload, temporary), _file_mode())
 
 
 def _write_targets(path: Path) -> Iterator[Path]:

@@ -21,6 +21,9 @@ fine-tuning: it copies the folded weights.
 
 from __future__ import annotations
 
+import statistics
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -119,3 +122,19 @@ class SingleImagePath:
         return logits, macs + int(self.head_cost.macs(width)), chosen
 
     __call__ = forward
+
+
+@torch.inference_mode()
+def batch1_ms(run: Callable[[torch.Tensor], object], inputs: torch.Tensor, passes: int = 1) -> float:
+    """Milliseconds per image of ``run`` fed ``inputs`` one image at a time: after up to 20 warm-up
+    images, the median over ``passes`` of each pass's mean (one pass: the mean). What ``prune-gym
+    evaluate`` and ``prune-gym bench`` both report as batch-1 latency."""
+    for index in range(min(20, len(inputs))):
+        run(inputs[index: index + 1])
+    timings = []
+    for _ in range(passes):
+        started = time.perf_counter()
+        for index in range(len(inputs)):
+            run(inputs[index: index + 1])
+        timings.append((time.perf_counter() - started) / len(inputs))
+    return 1000 * statistics.median(timings)

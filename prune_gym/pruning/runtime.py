@@ -144,12 +144,7 @@ class RuntimePrunedNet:
     def observation(self, h: torch.Tensor, decision_index: int | None, macs_used: np.ndarray) -> np.ndarray:
         """The decision input before decided layer ``decision_index + 1`` (layout in the class
         docstring); ``decision_index=None`` gives the final observation, with an all-zero one-hot."""
-        obs = np.zeros((h.shape[0], self.observation_size), dtype=np.float32)
-        obs[:, : h.shape[1]] = h.mean(dim=(2, 3)).cpu().numpy()
-        if decision_index is not None:
-            obs[:, self.max_width + decision_index] = 1.0
-        obs[:, -1] = macs_used / self.macs_full
-        return obs
+        return self._bucket_observation([(slice(None), h)], decision_index, macs_used)
 
     @torch.inference_mode()
     def forward(self, images: torch.Tensor, decide: DecisionFunction) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
@@ -199,13 +194,15 @@ class RuntimePrunedNet:
             logits[torch.from_numpy(rows).to(self.device)] = self._classify(activations)
         return logits, macs + self.costs[-1].macs(widths), chosen
 
-    def _bucket_observation(self, buckets: list[tuple[np.ndarray, torch.Tensor]], decision_index: int,
+    def _bucket_observation(self, buckets: list[tuple[np.ndarray | slice, torch.Tensor]], decision_index: int | None,
                             macs_used: np.ndarray) -> np.ndarray:
-        """:meth:`observation` for images held in buckets (rows, activations of their width)."""
+        """:meth:`observation` for images held in buckets (rows, activations of their width); the
+        step-by-step path's padded batch is one bucket holding every row."""
         obs = np.zeros((len(macs_used), self.observation_size), dtype=np.float32)
         for rows, activations in buckets:
             obs[rows, : activations.shape[1]] = activations.mean(dim=(2, 3)).cpu().numpy()
-        obs[:, self.max_width + decision_index] = 1.0
+        if decision_index is not None:
+            obs[:, self.max_width + decision_index] = 1.0
         obs[:, -1] = macs_used / self.macs_full
         return obs
 
