@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prune_gym.models.resnet_cifar import CifarResNet
+from prune_gym.models.resnet_cifar import CifarResNet, conv_bn_pairs, conv_groups
 
 # The thesis's defaults: the offset of eq. 4.3 and the share of the tied mask's mean subtracted.
 DEFAULT_OFFSET = 1.15
@@ -105,15 +105,6 @@ class PruningConv2D(nn.Module):
         return self.norm(self.conv(x)) * mask.view(1, -1, 1, 1)
 
 
-def conv_groups(network: CifarResNet) -> list[int | None]:
-    """Per convolution in forward order (stem, then each block's conv1, conv2): the stage whose
-    residual stream it writes to (tied), or ``None`` for a block's first convolution (free)."""
-    groups: list[int | None] = [0]
-    for stage in network.stage_of:
-        groups += [None, stage]
-    return groups
-
-
 class MaskedResNet(nn.Module):
     """A CIFAR ResNet whose every convolution is a :class:`PruningConv2D` (module docstring).
 
@@ -138,10 +129,7 @@ class MaskedResNet(nn.Module):
         self.interacting = 0.0
         self.iteration = 0
         self.frozen = False
-        pairs = [(network.conv1, network.bn1)]
-        for block in network.blocks:
-            pairs += [(block.conv1, block.bn1), (block.conv2, block.bn2)]
-        self.layers = nn.ModuleList(PruningConv2D(conv, norm) for conv, norm in pairs)
+        self.layers = nn.ModuleList(PruningConv2D(conv, norm) for conv, norm in conv_bn_pairs(network))
         self.groups = conv_groups(network)
         self.members = {group: [index for index, g in enumerate(self.groups) if g == group]
                         for group in set(self.groups) if group is not None}

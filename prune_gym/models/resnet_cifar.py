@@ -89,6 +89,24 @@ class CifarResNet(nn.Module):
         return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
+def conv_bn_pairs(network: CifarResNet) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+    """Every convolution with the BatchNorm after it, in forward order: the stem, then each
+    block's conv1 and conv2."""
+    pairs = [(network.conv1, network.bn1)]
+    for block in network.blocks:
+        pairs += [(block.conv1, block.bn1), (block.conv2, block.bn2)]
+    return pairs
+
+
+def conv_groups(network: CifarResNet) -> list[int | None]:
+    """Per convolution of :func:`conv_bn_pairs`: the stage whose residual stream it writes to
+    (channels tied by the residual additions), or ``None`` for a block's first convolution (free)."""
+    groups: list[int | None] = [0]
+    for stage in network.stage_of:
+        groups += [None, stage]
+    return groups
+
+
 def cifar_resnet(name: str, num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
     """An untrained ``"resnet20"`` or ``"resnet56"``."""
     return CifarResNet(check_resnet_name(name), num_classes, in_channels)

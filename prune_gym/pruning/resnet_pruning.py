@@ -18,13 +18,15 @@ their padded positions and gathers the kept channels of the new stream (:class:`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prune_gym.models.resnet_cifar import CifarResNet
+from prune_gym.models.resnet_cifar import CifarResNet, conv_groups
+from prune_gym.pruning.counting import count_macs
 
 
 def kept_channels(mask: torch.Tensor) -> torch.Tensor:
@@ -154,3 +156,50 @@ def _padded_map(previous: torch.Tensor, out: torch.Tensor, mask: torch.Tensor, i
     dst = torch.tensor([p[1] for p in pairs], dtype=torch.int64, device=device)
     scale = mask[torch.tensor([p[2] for p in pairs], dtype=torch.int64, device=device)].float()
     return ChannelMapShortcut(src, dst, scale, len(out), 2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Static pruning: channel scores → binary masks at a MAC budget
+# ----------------------------------------------------------------------------------------------
+
+
+def static_masks(network: CifarResNet, scores: Sequence[torch.Tensor], keep_fraction: float) -> list[torch.Tensor]:
+    """Binary masks that keep ``ceil(keep_fraction · channels)`` (at least one) channels of every
+    group with the highest scores. Channels tied by residual additions (:func:`conv_groups`) are
+    one group, scored by the sum of the tied layers' scores; a block's first convolution is a
+    group of its own."""
+    groups = conv_groups(network)
+    combined: dict[object, torch.Tensor] = {}
+    for index, (group, score) in enumerate(zip(groups, scores)):
+        key = ("free", index) if group is None else ("stage", group)
+        combined[key] = combined.get(key, 0) + score.double().cpu()
+    kept: dict[object, torch.Tensor] = {}
+    for key, score in combined.items():
+        count = max(1, math.ceil(keep_fraction * len(score) - 1e-9))
+        mask = torch.zeros(len(score))
+        mask[torch.topk(score, count).indices] = 1.0
+        kept[key] = mask
+    device = network.conv1.weight.device
+    return [kept[("free", index) if group is None else ("stage", group)].to(device)
+            for index, group in enumerate(groups)]
+
+
+def masks_for_macs(network: CifarResNet, scores: Sequence[torch.Tensor], target_macs: float,
+                   image_shape: Sequence[int]) -> tuple[list[torch.Tensor], int]:
+    """The :func:`static_masks` with the largest uniform keep fraction whose pruned network costs
+    at most ``target_macs`` MACs per image (bisection, counted by the project's one counter);
+    returns the masks and their MACs."""
+    def macs_of(fraction: float) -> tuple[list[torch.Tensor], int]:
+        masks = static_masks(network, scores, fraction)
+        return masks, count_macs(extract_resnet(network, masks), image_shape)
+
+    low, high = 0.0, 1.0
+    best = macs_of(low)
+    for _ in range(16):
+        middle = (low + high) / 2
+        masks, macs = macs_of(middle)
+        if macs <= target_macs:
+            low, best = middle, (masks, macs)
+        else:
+            high = middle
+    return best
