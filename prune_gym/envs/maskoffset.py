@@ -409,6 +409,19 @@ class MaskOffsetEnv(PruningEnv):
         iteration = self.model.iteration if isinstance(self.model, MaskedResNet) else self.settings.max_iter
         return {"interacting": float(self._interacting), "iteration": int(iteration)}
 
+    def pretrained_summary(self, split: str = "test") -> dict[str, Any]:
+        """The pretrained network's figures on ``split`` (``"train"``, ``"val"`` or ``"test"``; the
+        test split is ``eval_data``'s when given): accuracy, cross-entropy, MACs, parameters and
+        its pretraining metrics (``prune-gym pretrain``)."""
+        check_choice("split", split, ("train", "val", "test"))
+        data = self.data
+        images, labels = {"train": (data.train_images, data.train_labels), "val": (data.val_images, data.val_labels),
+                          "test": (data.test_images, data.test_labels)}[split]
+        scores = classifier_metrics(self.original, images, labels, data, self._prepare)
+        return {"network": self.settings.network, "dataset": data.dataset.name, "source": str(data.dataset.source),
+                "pretrain": self.pretrain_metrics, "split": split, "images": len(labels), **scores,
+                **self.costs_full}
+
     def original_model(self) -> nn.Module:
         """A copy of the pretrained (unpruned) network."""
         self._load()
