@@ -11,7 +11,10 @@ Binary masks (1 = kept) give the static criteria's pruned networks through the s
 Why by hand and not with ``torch-pruning``: its dependency graph follows modules and traced
 tensor operations, but the zero-padding (option A) shortcut moves stage ``s``'s channel ``c`` to
 channel ``c + planes/4`` of stage ``s+1`` through ``F.pad`` on the channel axis, a mapping the
-graph does not model; every residual stream of these networks runs through such a shortcut. The
+graph does not model; every residual stream of these networks runs through such a shortcut.
+(Checked with torch-pruning 1.6.1: pruning stem channels 0 and 1 of ResNet-20 through
+``DependencyGraph.get_pruning_group`` also pruned channels 0 and 1 of every stage-2 and stage-3
+conv2, and the pruned network's forward pass failed with a shape mismatch at the linear layer.) The
 shortcut here keeps index lists instead: it scatters the kept channels of the previous stream to
 their padded positions and gathers the kept channels of the new stream (:class:`ChannelMapShortcut`).
 """
