@@ -62,6 +62,8 @@ def command_pretrain(args: argparse.Namespace) -> None:
     from prune_gym.pruning.runtime import uniform_decision
     from prune_gym.training import evaluate_classifier
 
+    if get_entry(args.env_id).family == "MaskOffset":
+        return pretrain_plain_network(args)
     require_family(args.env_id, "RNP", "pretrain")
     env = gym.make(args.env_id, **parse_env_kwargs(args.env_kwargs)).unwrapped
     runtime, dataset, settings = env.runtime, env.dataset, env.settings
@@ -93,6 +95,22 @@ def command_pretrain(args: argparse.Namespace) -> None:
               f"| {row['macs'] / 1e6:.2f} M | {row['macs_fraction']:.3f} | {row['mean_return']:.3f} |")
     _write_json({"env_id": args.env_id, "split": args.split, "pretrain": env.pretrain_metrics, "widths": rows},
                 args.json)
+
+
+def pretrain_plain_network(args: argparse.Namespace) -> None:
+    """``pretrain`` of a MaskOffset id: pretrain (or load) its CIFAR ResNet; print its accuracy."""
+    import gymnasium as gym
+
+    import prune_gym  # noqa: F401 - registers the ids
+
+    env = gym.make(args.env_id, **parse_env_kwargs(args.env_kwargs)).unwrapped
+    figures = env.pretrained_summary(args.split)
+    print(f"{args.env_id}: {figures['network']} on {figures['dataset']} from {figures['source']}")
+    print(f"pretraining: {figures['pretrain']}")
+    print(f"{args.split} split ({figures['images']} images): accuracy {100 * figures['accuracy']:.2f} %, "
+          f"cross-entropy {figures['cross_entropy']:.3f}, {figures['macs'] / 1e6:.2f} M MACs/image, "
+          f"{figures['params'] / 1e6:.3f} M parameters")
+    _write_json({"env_id": args.env_id, **figures}, args.json)
 
 
 def default_backbone_request(env_id: str):
@@ -238,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     envs = commands.add_parser("envs", help="list every registered environment id")
     envs.set_defaults(run=command_envs)
 
-    pretrain = commands.add_parser("pretrain", help="pretrain and cache an environment's backbone now")
+    pretrain = commands.add_parser("pretrain", help="pretrain and cache an environment's backbone now (RNP and "
+                                   "MaskOffset ids)")
     pretrain.add_argument("env_id")
     pretrain.add_argument("--split", default="test", choices=("train", "val", "test"),
                           help="split on which to report accuracy per width (default: test)")

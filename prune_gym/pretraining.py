@@ -25,6 +25,7 @@ from torch import nn
 from prune_gym import __version__
 from prune_gym.data import DEFAULT_VAL_FRACTION, ImageDataset, load_dataset, load_npz, normalize
 from prune_gym.models.grouped_cnn import GroupedCNN, get_backbone_spec
+from prune_gym.models.resnet_cifar import RESNET_DEPTHS, check_resnet_name, cifar_resnet
 from prune_gym.shipped import (
     WEIGHTS_MODES,
     ShippedConfig,
@@ -205,6 +206,41 @@ def _sgd_one_cycle(model: nn.Module, budget: PretrainBudget, steps: int):
     return optimizer, schedule
 
 
+def _training_batches(dataset: ImageDataset, budget: PretrainBudget, generator: torch.Generator,
+                      device: torch.device, val_fraction: float) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+    """``sample_batch()``: ``budget.batch_size`` training images drawn with replacement, flipped
+    (CIFAR only: mirrored digits are other digits; mirrored objects are not) and translated on the
+    uint8 tensors, normalised, channels_last (~1.45× faster for these convolutions on CPUs,
+    measured on 2 cores), with their labels."""
+    x_train, y_train = dataset.split("train", val_fraction)
+    flip = dataset.name.startswith("cifar")
+
+    def sample_batch() -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.randint(len(y_train), (budget.batch_size,), generator=generator)
+        images = normalize(augment_batch(x_train[rows], generator, flip, budget.translate).to(device), dataset)
+        return images.contiguous(memory_format=torch.channels_last), y_train[rows].to(device)
+
+    return sample_batch
+
+
+def _run_phase(model: nn.Module, budget: PretrainBudget, steps: int, sample_batch: Callable[[], tuple],
+               step_loss: Callable[[torch.Tensor, torch.Tensor], float], evaluate: Callable[[], dict[str, float]],
+               description: str) -> TrainResult:
+    """One SGD one-cycle phase of ``steps`` steps through the project's one loop (best
+    validation checkpoint kept); ``step_loss`` accumulates the gradients of one batch."""
+    optimizer, schedule = _sgd_one_cycle(model, budget, steps)
+
+    def train_step(step: int) -> float:
+        images, labels = sample_batch()
+        optimizer.zero_grad(set_to_none=True)
+        loss = step_loss(images, labels)
+        optimizer.step()
+        schedule.step()
+        return loss
+
+    return train_loop(model, train_step, evaluate, steps, budget.eval_every, description=description)
+
+
 def pretrain_grouped_cnn(
     model: GroupedCNN,
     dataset: ImageDataset,
@@ -225,33 +261,16 @@ def pretrain_grouped_cnn(
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    x_train, y_train = dataset.split("train", val_fraction)
     x_val, y_val = dataset.split("val", val_fraction)
-    flip = dataset.name.startswith("cifar")  # mirrored digits are other digits; mirrored objects are not
-    # channels_last is ~1.45× faster for these convolutions on CPUs (measured on 2 cores).
     model.to(device, memory_format=torch.channels_last)
     # 10 batches (×(k²+4) width configurations) pin the statistics down; tiny budgets use fewer.
     recalibration_batches = max(1, min(10, budget.steps // 10))
-
-    def sample_batch() -> tuple[torch.Tensor, torch.Tensor]:
-        rows = torch.randint(len(y_train), (budget.batch_size,), generator=generator)
-        images = normalize(augment_batch(x_train[rows], generator, flip, budget.translate).to(device), dataset)
-        return images.contiguous(memory_format=torch.channels_last), y_train[rows].to(device)
+    sample_batch = _training_batches(dataset, budget, generator, device, val_fraction)
 
     def run_phase(steps: int, step_loss: Callable[[torch.Tensor, torch.Tensor], float],
                   evaluate: Callable[[], dict[str, float]], description: str) -> TrainResult:
-        optimizer, schedule = _sgd_one_cycle(model, budget, steps)
-
-        def train_step(step: int) -> float:
-            images, labels = sample_batch()
-            optimizer.zero_grad(set_to_none=True)
-            loss = step_loss(images, labels)
-            optimizer.step()
-            schedule.step()
-            return loss
-
-        return train_loop(model, train_step, evaluate, steps, budget.eval_every,
-                          description=f"pretrain {model.spec.name} on {dataset.name} ({description})")
+        return _run_phase(model, budget, steps, sample_batch, step_loss, evaluate,
+                          f"pretrain {model.spec.name} on {dataset.name} ({description})")
 
     def evaluate_full_width() -> dict[str, float]:
         accuracy = evaluate_classifier(model, x_val, y_val, dataset, device)["accuracy"]
@@ -289,6 +308,41 @@ def pretrain_grouped_cnn(
             "best_step": budget.full_width_steps + result.best_step, "train_wall_s": round(wall_s + result.wall_s, 1)}
 
 
+def pretrain_classifier(
+    model: nn.Module,
+    dataset: ImageDataset,
+    budget: PretrainBudget,
+    seed: int,
+    device: torch.device,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+) -> dict[str, Any]:
+    """Train a plain classifier (a CIFAR ResNet) in place: one phase of ``budget.steps`` SGD
+    steps (Nesterov, one-cycle, label smoothing, flip + translate on uint8 tensors, channels_last;
+    ``full_width_fraction`` and ``random_configs`` do not apply), best validation accuracy kept.
+    Returns ``val_accuracy``, ``best_step`` and ``train_wall_s``."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    x_val, y_val = dataset.split("val", val_fraction)
+    model.to(device, memory_format=torch.channels_last)
+    sample_batch = _training_batches(dataset, budget, generator, device, val_fraction)
+
+    def step_loss(images: torch.Tensor, labels: torch.Tensor) -> float:
+        loss = F.cross_entropy(model(images), labels, label_smoothing=budget.label_smoothing)
+        loss.backward()
+        return loss.item()
+
+    def evaluate() -> dict[str, float]:
+        accuracy = evaluate_classifier(model, x_val, y_val, dataset, device)["accuracy"]
+        return {"val_accuracy": accuracy, "score": accuracy}
+
+    name = getattr(model, "name", type(model).__name__)
+    result = _run_phase(model, budget, budget.steps, sample_batch, step_loss, evaluate,
+                        f"pretrain {name} on {dataset.name}")
+    model.to("cpu", memory_format=torch.contiguous_format).eval()
+    return {"val_accuracy": round(result.best_score, 4), "best_step": result.best_step,
+            "train_wall_s": round(result.wall_s, 1)}
+
+
 # ----------------------------------------------------------------------------------------------
 # Pretrained backbones (through the weights cache)
 # ----------------------------------------------------------------------------------------------
@@ -308,30 +362,53 @@ class BackboneRequest:
 
 def cache_key(request: BackboneRequest, dataset: ImageDataset) -> dict[str, Any]:
     """The full key stored in (and checked against) a cache file."""
-    spec = get_backbone_spec(request.backbone)
+    if request.backbone in RESNET_DEPTHS:
+        architecture = {"name": request.backbone, "depth": check_resnet_name(request.backbone), "shortcut": "A"}
+    else:
+        spec = get_backbone_spec(request.backbone)
+        architecture = {"name": spec.name, "widths": list(spec.widths), "pool_after": list(spec.pool_after)}
     return {
         "format": CACHE_FORMAT,
-        "architecture": {"name": spec.name, "widths": list(spec.widths), "pool_after": list(spec.pool_after),
-                         "in_channels": dataset.image_shape[0], "num_classes": dataset.num_classes,
+        "architecture": {**architecture, "in_channels": dataset.image_shape[0], "num_classes": dataset.num_classes,
                          "k": request.k, "dropout": request.dropout},
         "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint, "val_fraction": request.val_fraction},
         "seed": request.seed,
         "budget": asdict(request.budget),
     }
 
-def build_backbone(request: BackboneRequest, dataset: ImageDataset) -> GroupedCNN:
-    """An untrained backbone for ``request`` shaped for ``dataset``."""
+
+def is_plain_classifier(request: BackboneRequest) -> bool:
+    """Whether ``request`` names a plain classifier (a CIFAR ResNet), not a grouped backbone."""
+    return request.backbone in RESNET_DEPTHS
+
+
+def build_backbone(request: BackboneRequest, dataset: ImageDataset) -> nn.Module:
+    """An untrained backbone for ``request`` shaped for ``dataset``: a :class:`GroupedCNN`, or a
+    CIFAR ResNet (``"resnet20"``, ``"resnet56"``; ``k`` must be 1 and ``dropout`` 0)."""
     torch.manual_seed(request.seed)
+    if is_plain_classifier(request):
+        if request.k != 1 or request.dropout:
+            raise ValueError(f"{request.backbone} is a plain network: k must be 1 and dropout 0, got k={request.k}, "
+                             f"dropout={request.dropout}.")
+        return cifar_resnet(request.backbone, dataset.num_classes, dataset.image_shape[0])
     return GroupedCNN(get_backbone_spec(request.backbone), dataset.image_shape[0], dataset.num_classes,
                       request.k, request.dropout)
 
-_PRETRAINED: dict[str, tuple[GroupedCNN, dict[str, Any]]] = {}
+
+def pretrain_backbone(model: nn.Module, request: BackboneRequest, dataset: ImageDataset,
+                      device: torch.device) -> dict[str, Any]:
+    """Pretrain ``model`` (from :func:`build_backbone`) by its recipe: grouped backbones two-phase
+    (:func:`pretrain_grouped_cnn`), plain classifiers one phase (:func:`pretrain_classifier`)."""
+    recipe = pretrain_classifier if is_plain_classifier(request) else pretrain_grouped_cnn
+    return recipe(model, dataset, request.budget, request.seed, device, request.val_fraction)
+
+_PRETRAINED: dict[str, tuple[nn.Module, dict[str, Any]]] = {}
 
 
 def pretrained_backbone(
     request: BackboneRequest, data_root: str | os.PathLike | None = None, device: str = "auto",
     weights: str = "auto",
-) -> tuple[GroupedCNN, dict[str, Any], ImageDataset]:
+) -> tuple[nn.Module, dict[str, Any], ImageDataset]:
     """The pretrained backbone for ``request``: from this process, else the shipped weights, else
     the disk cache, else trained now.
 
@@ -380,8 +457,7 @@ def pretrained_backbone(
                 if metrics is None:
                     logger.info("Pretraining %s on %s (%d steps; minutes on a CPU), then caching it at %s",
                                 request.backbone, dataset.name, request.budget.steps, path)
-                    metrics = pretrain_grouped_cnn(model, dataset, request.budget, request.seed, target,
-                                                   request.val_fraction)
+                    metrics = pretrain_backbone(model, request, dataset, target)
                     write_cache(path, key, model, metrics)
         _PRETRAINED[memo] = (model.to(target).eval(), metrics)
     model, metrics = _PRETRAINED[memo]
@@ -397,14 +473,17 @@ def _data_file_record(path: Path) -> dict[str, Any]:
     return {"file": path.name, "sha256": file_sha256(path)} if path.is_file() else {"file": str(path), "sha256": None}
 
 
-def accuracy_by_width(model: GroupedCNN, copy: ImageDataset, statistics: ImageDataset,
+def accuracy_by_width(model: nn.Module, copy: ImageDataset, statistics: ImageDataset,
                            device: torch.device) -> dict[str, Any]:
-    """Accuracy and cross-entropy of every uniform width (1..k groups) on ``copy``'s test split,
-    normalised with ``statistics``' channel statistics (a copy's own, as an env on that copy does)."""
+    """Accuracy and cross-entropy of every uniform width (1..k groups; a plain classifier such as
+    a CIFAR ResNet has the one width ``"1"``) on ``copy``'s test split, normalised with
+    ``statistics``' channel statistics (a copy's own, as an env on that copy does)."""
     accuracy, cross_entropy = {}, {}
+    grouped = isinstance(model, GroupedCNN)
     with torch.inference_mode():
-        for groups in range(1, model.k + 1):
-            scores = evaluate_classifier(lambda x, g=groups: model(x, g), copy.x_test, copy.y_test, copy, device,
+        for groups in range(1, (model.k if grouped else 1) + 1):
+            forward = (lambda x, g=groups: model(x, g)) if grouped else model
+            scores = evaluate_classifier(forward, copy.x_test, copy.y_test, copy, device,
                                          preprocess=lambda batch: normalize(batch, statistics))
             accuracy[str(groups)] = round(scores["accuracy"], 4)
             cross_entropy[str(groups)] = round(scores["cross_entropy"], 4)

@@ -36,8 +36,9 @@ FAMILIES: dict[str, str] = {
     "DropNet": "prune_gym.envs.dropnet:DropNetEnv",
     "LayerPrune": "prune_gym.envs.layerprune:LayerPruneEnv",
     "AlphaBlend": "prune_gym.envs.alphablend:AlphaBlendEnv",
+    "MaskOffset": "prune_gym.envs.maskoffset:MaskOffsetEnv",
 }
-_RNP, _DROPNET, _LAYERPRUNE, _ALPHABLEND = FAMILIES.values()
+_RNP, _DROPNET, _LAYERPRUNE, _ALPHABLEND, _MASKOFFSET = FAMILIES.values()
 _RNP_VECTOR = "prune_gym.envs.rnp:RNPVectorEnv"
 
 ENV_TABLE: tuple[EnvEntry, ...] = (
@@ -103,6 +104,16 @@ ENV_TABLE: tuple[EnvEntry, ...] = (
         "AlphaBlend-CIFAR10-v1", _ALPHABLEND,
         "AlphaBlend: hand the trained 4-conv CIFAR-10 network over to branches with 35 % of its parameters",
         {"dataset": "cifar10", "backbone": "cnn4"},
+    ),
+    EnvEntry(
+        "MaskOffset-CIFAR10-v0", _MASKOFFSET,
+        "MaskOffset: learned continuous channel masks on CIFAR-10 ResNet-20 (40.6 M MACs/image), the offset as action",
+        {"dataset": "cifar10", "network": "resnet20"},
+    ),
+    EnvEntry(
+        "MaskOffset-CIFAR10-ResNet56-v0", _MASKOFFSET,
+        "MaskOffset on CIFAR-10 ResNet-56 (125.5 M MACs/image); pretraining it needs a GPU in practice",
+        {"dataset": "cifar10", "network": "resnet56"},
     ),
     # v0: the same, except that a spent budget terminates instead of truncating (kept registered).
     EnvEntry(

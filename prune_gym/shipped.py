@@ -65,14 +65,17 @@ class ShippedConfig:
     env_id: str  # the registered id whose default backbone request these weights are
 
 
-# The one table: every registered CIFAR-10 and MNIST RNP configuration. AlphaBlend's backbone is
-# RNP-CIFAR10-v0's (the same request), so "cnn4-cifar10" serves both families. A row whose files
-# are absent falls back to the weights cache; `index.json` says which rows are shipped.
+# The one table: every registered CIFAR-10 and MNIST RNP configuration and the MaskOffset ResNets.
+# AlphaBlend's backbone is RNP-CIFAR10-v0's (the same request), so "cnn4-cifar10" serves both
+# families. A row whose files are absent falls back to the weights cache; `index.json` says which
+# rows are shipped.
 SHIPPED_CONFIGS: tuple[ShippedConfig, ...] = (
     ShippedConfig("cnn4-cifar10", "RNP-CIFAR10-v0"),
     ShippedConfig("cnn6-cifar10", "RNP-CIFAR10-CNN6-v0"),
     ShippedConfig("cnn8-cifar10", "RNP-CIFAR10-CNN8-v0"),
     ShippedConfig("cnn4-mnist", "RNP-MNIST-v0"),
+    ShippedConfig("resnet20-cifar10", "MaskOffset-CIFAR10-v0"),
+    ShippedConfig("resnet56-cifar10", "MaskOffset-CIFAR10-ResNet56-v0"),
 )
 
 

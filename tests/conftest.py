@@ -60,6 +60,8 @@ _CHEAP_BY_FAMILY = {
     "DropNet": {"max_epochs": 1, "patience": 1, "max_cycles": 3},  # one epoch per training, a few cycles
     "LayerPrune": {"width": 8, "max_layers": 3, "epochs": 3, "iterations_per_step": 2, "batch_size": 16},
     "AlphaBlend": {"pretrain_steps": 2, "budget_steps": 3, "iterations_per_step": 2, "batch_size": 16},
+    "MaskOffset": {"pretrain_steps": 1, "pretrain_batch_size": 4, "max_iter": 2, "iterations_per_step": 1,
+                   "batch_size": 4, "finetune_iterations": 1, "val_images": 8},
 }
 
 
@@ -76,6 +78,7 @@ RNP_IDS = ids_of_family("RNP")
 DROPNET_IDS = ids_of_family("DropNet")
 LAYERPRUNE_IDS = ids_of_family("LayerPrune")
 ALPHABLEND_IDS = ids_of_family("AlphaBlend")
+MASKOFFSET_IDS = ids_of_family("MaskOffset")
 
 
 def play(env, actions, seed):

@@ -8,6 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from prune_gym.models import BACKBONES, GroupedCNN
 from prune_gym.models.masked_net import MaskedNet, get_masked_net_spec
+from prune_gym.models.resnet_cifar import cifar_resnet
 from prune_gym.pruning.counting import count_macs, count_params, trace_layer_costs
 from prune_gym.registry import ENV_TABLE
 
@@ -71,6 +72,8 @@ def _described_model(entry) -> tuple[nn.Module, tuple[int, int, int]]:
     if entry.entry_point.endswith(":DropNetEnv"):
         shape = (1, 28, 28) if entry.kwargs["dataset"] == "mnist" else (3, 32, 32)
         return MaskedNet(get_masked_net_spec(entry.kwargs["network"]), shape, 10), shape
+    if entry.family == "MaskOffset":
+        return cifar_resnet(entry.kwargs["network"]), (3, 32, 32)
     return GroupedCNN(BACKBONES[entry.kwargs["backbone"]], 3, 10).to_dense(), (3, 32, 32)
 
 

@@ -39,12 +39,16 @@ def make(env_id, fake_data_dir, **overrides) -> gym.Env:
 
 def play_masked(env: gym.Env, seed: int) -> list[tuple]:
     """A whole episode from ``reset(seed)``: every step's action drawn among the valid ones
-    (``action_masks()``) by a generator seeded with ``seed``; what every call returned."""
+    (``action_masks()``; uniform in the box for a ``Box`` action space) by a generator seeded with
+    ``seed``; what every call returned."""
     rng = np.random.default_rng(seed)
     trace = [env.reset(seed=seed)]
+    space = env.unwrapped.action_space
     for _ in range(MAX_STEPS):
-        valid = np.flatnonzero(env.unwrapped.action_masks())
-        step = env.step(int(rng.choice(valid)))
+        if isinstance(space, gym.spaces.Box):
+            step = env.step(rng.uniform(space.low, space.high).astype(space.dtype))
+        else:
+            step = env.step(int(rng.choice(np.flatnonzero(env.unwrapped.action_masks()))))
         trace.append(step)
         if step[2] or step[3]:
             return trace
@@ -103,6 +107,8 @@ def test_accounting_is_in_every_info(env_id, fake_data_dir):
 @pytest.mark.parametrize("env_id", env_ids())
 def test_action_masks_are_bool_per_action_and_used_by_maskable_ppo(env_id, fake_data_dir):
     env = make(env_id, fake_data_dir).unwrapped
+    if not isinstance(env.action_space, gym.spaces.Discrete):  # the contract: masks on every Discrete env
+        env = make(env_id, fake_data_dir, action_mode="discrete").unwrapped
     env.reset(seed=0)
     masks = env.action_masks()
     assert masks.dtype == np.bool_ and masks.shape == (env.action_space.n,) and masks.any()
@@ -115,7 +121,11 @@ def test_action_masks_are_bool_per_action_and_used_by_maskable_ppo(env_id, fake_
 def test_floats_and_out_of_range_actions_are_refused(env_id, fake_data_dir):
     env = make(env_id, fake_data_dir).unwrapped
     env.reset(seed=0)
-    for bad in (env.action_space.n, -1, 1.0, 0.7, "1", True):
+    if isinstance(env.action_space, gym.spaces.Box):
+        bads = (np.array([1.5], np.float32), np.array([-1.01]), np.array([np.nan]), np.zeros(2), "1", True, [True])
+    else:
+        bads = (env.action_space.n, -1, 1.0, 0.7, "1", True)
+    for bad in bads:
         with pytest.raises(ValueError, match="Invalid action"):
             env.step(bad)
 

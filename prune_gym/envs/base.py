@@ -13,7 +13,9 @@ The contract (:class:`PruningEnv`, the base of every single environment):
 * **Settings** — one frozen, defaulted dataclass per family, validated in its ``__post_init__``
   with the helpers below and read by the single and the vector env alike (:func:`make_settings`).
 * **Actions** — one validation (:func:`check_action`, :func:`check_actions`) for single and vector
-  envs: integers of the action space only (a float such as 2.7 is refused, not truncated), and
+  envs: integers of the action space only (a float such as 2.7 is refused, not truncated); a
+  ``Box`` action space (MaskOffset's default) takes finite arrays inside the box only
+  (:func:`check_box_action`); and
   ``action_masks()`` (bool, one entry per action) on every ``Discrete`` env, as sb3-contrib's
   ``MaskablePPO`` expects.
 * **Episode end** — Gymnasium's rule: reaching the task's end *terminates*; running out of a budget
@@ -88,7 +90,7 @@ class PruningEnv(gym.Env):
     (and :attr:`action_names` for its error messages); it does not build the accounting dict."""
 
     metadata = {"render_modes": []}
-    action_space: spaces.Discrete
+    action_space: spaces.Discrete | spaces.Box
     _running: bool = False
 
     # -- hooks ------------------------------------------------------------------------------------
@@ -97,8 +99,9 @@ class PruningEnv(gym.Env):
         """Start an episode (``self.np_random`` is seeded): the observation and family-specific info."""
         raise NotImplementedError
 
-    def _advance(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        """Apply a validated action: observation, reward, terminated, truncated, family-specific info."""
+    def _advance(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Apply a validated action (an int; a float32 array for a Box): observation, reward,
+        terminated, truncated, family-specific info."""
         raise NotImplementedError
 
     def accounting(self) -> Accounting:
@@ -125,7 +128,10 @@ class PruningEnv(gym.Env):
     def step(self, action):
         if not self._running:
             raise RuntimeError("The episode is over (or never started): call reset() before step().")
-        chosen = check_action(action, self.action_space, self.action_names)
+        if isinstance(self.action_space, spaces.Box):
+            chosen = check_box_action(action, self.action_space)
+        else:
+            chosen = check_action(action, self.action_space, self.action_names)
         observation, reward, terminated, truncated, extra = self._advance(chosen)
         self._running = not (terminated or truncated)
         return observation, float(reward), bool(terminated), bool(truncated), {**self.accounting().as_info(), **extra}
@@ -144,6 +150,18 @@ def check_action(action: Any, space: spaces.Discrete, names: tuple[str, ...] = (
             return int(value)
     raise ValueError(f"Invalid action {action!r}: expected an integer in {space.start}..{space.start + space.n - 1}"
                      + (f" ({_describe_actions(names)})." if names else "."))
+
+
+def check_box_action(action: Any, space: spaces.Box) -> np.ndarray:
+    """``action`` as a float32 array of ``space``'s shape if it is a finite real array inside the
+    box; else a ``ValueError`` saying what was expected (bools and strings are refused)."""
+    value = np.asarray(action)
+    if value.dtype.kind in "iuf" and value.size == int(np.prod(space.shape)):
+        value = value.astype(np.float32).reshape(space.shape)
+        if np.isfinite(value).all() and space.contains(value):
+            return value
+    raise ValueError(f"Invalid action {action!r}: expected a float array of shape {space.shape} with values in "
+                     f"[{space.low.min()}, {space.high.max()}].")
 
 
 def check_actions(actions: Any, space: spaces.Discrete, num_envs: int) -> np.ndarray:

@@ -1,0 +1,105 @@
+"""Scripted policies of the MaskOffset family and the static criteria at the same FLOPs.
+
+Offset policies (``policy(obs, info) -> action``; they work in either action mode):
+
+* ``fixed-offset`` — the thesis's run: ``interacting = 0`` throughout (action 0 / hold).
+* ``linear-to-target`` — raise ``interacting`` steadily to meet ``target_flops`` (0.5 when the env
+  has none): each step moves it towards the value at which the schedule's end would be reached
+  when the FLOPs kept equal the target, ``(FLOPs kept − target) · max_iter`` (clipped to one action).
+
+Static criteria (``l1``, ``l2``, ``fpgm``, ``hrank``, ``bn-scale``, ``taylor``, ``random``;
+:data:`~prune_gym.pruning.importance.FILTER_CRITERIA`): the pretrained network pruned in one shot
+by the criterion, residual-tied channels grouped, to the **FLOPs of the ``fixed-offset`` run of
+the same seed** (run first, in this process, when not already done), then fine-tuned with the
+env's fine-tuning budget (:meth:`~prune_gym.envs.maskoffset.MaskOffsetEnv.prune_statically`).
+The family's runner writes two rows for them: the reset state and the final pruned network.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from prune_gym.baselines.registry import register_policy, register_runner
+from prune_gym.envs.maskoffset import HOLD, LOWER, RAISE
+from prune_gym.policies import Policy, ScriptedPolicy, make_env, play_episode
+from prune_gym.pruning.importance import FILTER_CRITERIA
+from prune_gym.results import result_row
+
+DEFAULT_TARGET = 0.5
+
+
+def _act(env: gym.Env, change: float) -> Any:
+    """``change`` (in action units, −1..1) in the env's action mode."""
+    if isinstance(env.action_space, gym.spaces.Box):
+        return np.array([np.clip(change, -1.0, 1.0)], dtype=np.float32)
+    return HOLD if abs(change) < 0.5 else (RAISE if change > 0 else LOWER)
+
+
+@register_policy("MaskOffset", "fixed-offset", "interacting = 0 throughout (the thesis's pruning run)")
+def make_fixed_offset(env: gym.Env) -> Policy:
+    return lambda obs, info: _act(env, 0.0)
+
+
+@register_policy("MaskOffset", "linear-to-target",
+                 "raise interacting steadily towards target_flops (0.5 of the FLOPs when the env sets none)")
+def make_linear_to_target(env: gym.Env) -> Policy:
+    settings = env.settings
+    target = DEFAULT_TARGET if settings.target_flops is None else settings.target_flops
+
+    def policy(obs: np.ndarray, info: dict[str, Any]) -> Any:
+        kept = info["macs"] / info["macs_full"]
+        progress = info["iteration"] / settings.max_iter
+        # Still above the target share of FLOPs for this point of the phase: raise interacting.
+        expected = 1.0 - (1.0 - target) * min(1.0, progress + settings.iterations_per_step / settings.max_iter)
+        return _act(env, (kept - expected) / settings.interacting_step)
+
+    return policy
+
+
+def _make_static(criterion: str):
+    def make(env: gym.Env) -> Policy:
+        raise TypeError(f"{criterion} is a static criterion, run by the MaskOffset runner of prune-gym compare.")
+
+    return make
+
+
+for _criterion in FILTER_CRITERIA:
+    register_policy("MaskOffset", _criterion, f"static {_criterion} pruning to the fixed-offset run's FLOPs, "
+                    "then the same fine-tuning")(_make_static(_criterion))
+
+# (env id, env kwargs, eval data, seed) → the fixed-offset run's rows, so the static criteria of a
+# seed prune to its FLOPs without running it again.
+_FIXED_OFFSET_RUNS: dict[str, list[dict[str, Any]]] = {}
+
+
+def _key(env_id: str, env_kwargs: dict[str, Any], eval_data: str | None, seed: int) -> str:
+    return json.dumps([env_id, env_kwargs, eval_data, seed], sort_keys=True, default=str)
+
+
+@register_runner("MaskOffset")
+def run_maskoffset(env_id: str, policy: ScriptedPolicy, seed: int, env_kwargs: dict[str, Any],
+                   eval_data: str | None) -> list[dict[str, Any]]:
+    """One run: an offset policy's episode, or a static criterion at the fixed-offset run's FLOPs."""
+    key = _key(env_id, env_kwargs, eval_data, seed)
+    env = make_env(env_id, env_kwargs, eval_data)
+    try:
+        if policy.name not in FILTER_CRITERIA:
+            rows = play_episode(env, policy, seed)
+            rows = [*rows, {**rows[-1], "final": True}]
+            if policy.name == "fixed-offset":
+                _FIXED_OFFSET_RUNS[key] = rows
+            return rows
+        if key not in _FIXED_OFFSET_RUNS:
+            from prune_gym.baselines.registry import get_policy
+
+            run_maskoffset(env_id, get_policy(env_id, "fixed-offset"), seed, env_kwargs, eval_data)
+        target_macs = _FIXED_OFFSET_RUNS[key][-1]["macs"]
+        result = env.unwrapped.prune_statically(policy.name, target_macs, seed=seed)
+    finally:
+        env.close()
+    return [result_row(policy.name, seed, result["reset"], cycle=0),
+            result_row(policy.name, seed, result["final"], cycle=1, final=True)]

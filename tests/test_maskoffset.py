@@ -1,0 +1,165 @@
+"""MaskOffset: the eq.-4.3 mask, residual ties, extraction, bad input, shipped weights, pretrain
+and compare on tiny budgets (fake data of CIFAR-10's layout; seconds each)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from conftest import cheap_kwargs
+
+from prune_gym import pretraining, shipped
+from prune_gym.bench import batch1_latency_ms
+from prune_gym.cli import main
+from prune_gym.models.mask_offset import MaskedResNet, PruningModel, continuous_mask, tie_masks
+from prune_gym.models.resnet_cifar import cifar_resnet, conv_bn_pairs
+from prune_gym.pruning.counting import count_macs
+from prune_gym.pruning.importance import FILTER_CRITERIA, filter_scores
+from prune_gym.pruning.resnet_pruning import extract_resnet, masks_for_macs
+
+ENV_ID = "MaskOffset-CIFAR10-v0"
+
+
+def make(fake_data_dir, **overrides):
+    return gym.make(ENV_ID, **{**cheap_kwargs(ENV_ID, fake_data_dir), **overrides})
+
+
+def test_mask_formula_on_a_hand_made_example():
+    y = torch.tensor([[1.0, 2.0], [3.0, 4.0]])  # BM = (2, 3), M = 2.5, V = 1.25
+    mask = continuous_mask(torch.tensor([0.0, 1.0]), y, offset=1.15, t=5, interacting=5.0, max_iter=10)
+    z = 0.5 / 1.25 ** 0.5
+    expected = torch.tensor([max(0.0, 0.5 * (0 - z) + 0.15), 0.5 * (1 + z) + 0.15])
+    torch.testing.assert_close(mask, expected)
+    assert mask[0] == 0  # a pruned channel
+
+
+def test_tied_masks_average_and_subtract_seventy_percent_of_the_mean():
+    tied = tie_masks([torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.0, 0.0, 2.0])])
+    mean = torch.tensor([0.5, 0.0, 2.0])
+    torch.testing.assert_close(tied, torch.relu(mean - 0.7 * mean.mean()))
+
+
+def pruned_masked_network(iterations=3, interacting=2.0):
+    torch.manual_seed(0)
+    masked = MaskedResNet(cifar_resnet("resnet20"), max_iter=4)
+    masked.interacting = interacting
+    optimizer = torch.optim.SGD(masked.parameters(), lr=0.01)
+    images, labels = torch.randn(8, 3, 32, 32), torch.arange(8) % 10
+    masked.train()
+    for _ in range(iterations):
+        loss = torch.nn.functional.cross_entropy(masked(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return masked.eval(), images
+
+
+def test_residual_additions_share_one_mask_and_gradients_reach_the_pruning_models():
+    masked, _ = pruned_masked_network(iterations=1)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in masked.layers[0].pruning_model.parameters()
+               if p.dim() > 1)
+    masks = masked.applied_masks()
+    for members in masked.members.values():  # stem + conv2s of a stage: one stream, one mask
+        for index in members[1:]:
+            torch.testing.assert_close(masks[index], masks[members[0]])
+    assert masked.iteration == 1
+
+
+def test_extraction_equals_the_masked_network_and_removes_the_pruning_models():
+    masked, images = pruned_masked_network()
+    masks = masked.applied_masks()
+    assert any((mask == 0).any() for mask in masks) and any(((mask > 0) & (mask != 1)).any() for mask in masks)
+    pruned = extract_resnet(masked.network, masks)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(images), masked(images), rtol=1e-4, atol=1e-5)
+    assert not any(isinstance(module, PruningModel) for module in pruned.modules())
+    assert count_macs(pruned, (3, 32, 32)) < count_macs(masked.network, (3, 32, 32))
+    assert batch1_latency_ms(pruned, images[:2], passes=1) > 0
+
+
+def test_static_criteria_prune_to_a_mac_budget():
+    torch.manual_seed(0)
+    network = cifar_resnet("resnet20").eval()
+    images, labels = torch.randn(4, 3, 32, 32), torch.arange(4)
+    full = count_macs(network, (3, 32, 32))
+    for criterion in FILTER_CRITERIA:
+        scores = filter_scores(criterion, conv_bn_pairs(network),
+                               lambda: torch.nn.functional.cross_entropy(network(images), labels),
+                               torch.Generator().manual_seed(0))
+        network.zero_grad(set_to_none=True)
+        masks, macs = masks_for_macs(network, scores, 0.5 * full, (3, 32, 32))
+        assert 0.4 * full < macs <= 0.5 * full, criterion
+        assert macs == count_macs(extract_resnet(network, masks), (3, 32, 32))
+
+
+@pytest.mark.parametrize("bad", [1.5, 0.0, -0.2, "half", float("nan")])
+def test_bad_target_flops_is_refused(bad, fake_data_dir):
+    with pytest.raises(ValueError, match="target_flops"):
+        make(fake_data_dir, target_flops=bad)
+
+
+def test_an_unsupported_network_names_the_supported_ones(fake_data_dir):
+    with pytest.raises(ValueError, match="resnet20, resnet56"):
+        make(fake_data_dir, network="resnet18")
+
+
+def test_an_action_outside_the_box_is_refused_and_discrete_mode_masks_the_bounds(fake_data_dir):
+    env = make(fake_data_dir).unwrapped
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"Invalid action .*\[-1.0, 1.0\]"):
+        env.step(np.array([1.5], np.float32))
+    discrete = make(fake_data_dir, action_mode="discrete", interacting_step=1.0).unwrapped
+    discrete.reset(seed=0)
+    discrete.step(2)  # raise to +max_iter: raising again is masked
+    assert discrete.action_masks().tolist() == [True, True, False]
+
+
+def test_target_flops_penalises_the_final_distance(fake_data_dir):
+    returns = {}
+    for target in (None, 0.5):
+        env = make(fake_data_dir, target_flops=target, target_weight=10.0)
+        env.reset(seed=0)
+        total, done = 0.0, False
+        while not done:
+            _, reward, terminated, truncated, info = env.step(np.zeros(1, np.float32))
+            total, done = total + reward, terminated or truncated
+        returns[target] = (total, info["macs"] / info["macs_full"])
+    assert returns[0.5][0] == pytest.approx(returns[None][0] - 10.0 * abs(returns[0.5][1] - 0.5))
+
+
+def test_shipped_resnet_weights_load_without_training(fake_data_dir, tmp_path, monkeypatch):
+    config = shipped.ShippedConfig("resnet20-tiny", ENV_ID)
+    kwargs = cheap_kwargs(ENV_ID, fake_data_dir)
+    settings = make(fake_data_dir).unwrapped.settings
+    pretraining.ship_backbone(config, settings.backbone_request(), kwargs["data_root"], "cpu", "test", tmp_path)
+    monkeypatch.setattr(shipped, "SHIPPED_CONFIGS", (config,))
+    shipped.write_index(tmp_path)
+    monkeypatch.setattr(shipped, "SHIPPED_DIR", tmp_path)
+    monkeypatch.setattr(pretraining, "_PRETRAINED", {})
+    monkeypatch.setattr(pretraining, "pretrain_classifier", lambda *args: pytest.fail("trained instead of loading"))
+    env = make(fake_data_dir, weights="shipped").unwrapped
+    _, info = env.reset(seed=0)
+    assert info["macs"] == info["macs_full"] == count_macs(cifar_resnet("resnet20"), (3, 32, 32))
+
+
+def test_pretrain_command_trains_the_resnet_at_a_tiny_budget(fake_data_dir, capsys, monkeypatch):
+    monkeypatch.setattr(pretraining, "_PRETRAINED", {})
+    main(["pretrain", ENV_ID, "--env-kwargs", f"data_root={fake_data_dir}", "pretrain_steps=2",
+          "pretrain_batch_size=4", "device=cpu"])
+    out = capsys.readouterr().out
+    assert "resnet20 on cifar10" in out and "40.55 M MACs/image" in out
+
+
+def test_compare_runs_offset_policies_and_static_criteria_at_the_same_flops(fake_data_dir, tmp_path, capsys):
+    kwargs = [f"{key}={value}" for key, value in cheap_kwargs(ENV_ID, fake_data_dir).items()]
+    main(["compare", ENV_ID, "--policies", "fixed-offset,linear-to-target,l1,taylor", "--out", str(tmp_path),
+          "--env-kwargs", *kwargs])
+    from prune_gym.baselines.compare import read_csv
+
+    final = {row["policy"]: row for row in read_csv(tmp_path / "results.csv") if row["final"]}
+    assert set(final) == {"fixed-offset", "linear-to-target", "l1", "taylor"}
+    for criterion in ("l1", "taylor"):
+        assert final[criterion]["macs"] <= final["fixed-offset"]["macs"]
+        assert final[criterion]["test_accuracy"] is not None
+    assert (tmp_path / "pareto.png").is_file()
