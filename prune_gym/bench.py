@@ -224,10 +224,3 @@ def bench_rnp(
     }
     return figures
 
-
-def batch1_latency_ms(model: torch.nn.Module, inputs: torch.Tensor, passes: int = 5) -> float:
-    """Median over ``passes`` of the mean CPU/GPU milliseconds per image of ``model`` (evaluation
-    mode) on ``inputs`` one at a time: e.g. a MaskOffset env's ``pruned_model()`` against its
-    ``original_model()``."""
-    model.eval()
-    return _batch1_ms(model, inputs, passes)

@@ -10,11 +10,11 @@ import torch
 from conftest import cheap_kwargs
 
 from prune_gym import pretraining, shipped
-from prune_gym.bench import batch1_latency_ms
 from prune_gym.cli import main
 from prune_gym.models.mask_offset import MaskedResNet, PruningModel, continuous_mask, tie_masks
 from prune_gym.models.resnet_cifar import cifar_resnet, conv_bn_pairs
 from prune_gym.pruning.counting import count_macs
+from prune_gym.pruning.deploy import batch1_ms
 from prune_gym.pruning.importance import FILTER_CRITERIA, filter_scores
 from prune_gym.pruning.resnet_pruning import extract_resnet, masks_for_macs
 
@@ -75,7 +75,7 @@ def test_extraction_equals_the_masked_network_and_removes_the_pruning_models():
         torch.testing.assert_close(pruned(images), masked(images), rtol=1e-4, atol=1e-5)
     assert not any(isinstance(module, PruningModel) for module in pruned.modules())
     assert count_macs(pruned, (3, 32, 32)) < count_macs(masked.network, (3, 32, 32))
-    assert batch1_latency_ms(pruned, images[:2], passes=1) > 0
+    assert batch1_ms(pruned.eval(), images[:2]) > 0
 
 
 def test_static_criteria_prune_to_a_mac_budget():

@@ -176,7 +176,7 @@ def test_loading_a_backbone_leaves_the_callers_random_stream_alone(fresh_process
 def test_one_cycle_schedule_warms_up_then_decays_to_zero_and_spares_batchnorm_from_decay():
     model = GroupedCNN(BACKBONES["cnn4"], 3, 10, k=2)
     budget = PretrainBudget(steps=10, lr=0.4, warmup_fraction=0.2)
-    optimizer, schedule = pretraining._sgd_one_cycle(model, budget, 10)
+    optimizer, schedule = pretraining._sgd_one_cycle(model, budget, 10, budget.lr)
     rates = []
     for _ in range(10):
         rates.append(optimizer.param_groups[0]["lr"])
@@ -187,3 +187,41 @@ def test_one_cycle_schedule_warms_up_then_decays_to_zero_and_spares_batchnorm_fr
     decayed, spared = optimizer.param_groups
     assert decayed["weight_decay"] == 5e-4 and spared["weight_decay"] == 0.0
     assert all(parameter.dim() == 1 for parameter in spared["params"])  # BatchNorm scales/shifts, biases
+
+
+def test_sandwich_phase_peaks_at_its_fraction_of_the_learning_rate(monkeypatch):
+    """The sandwich phase restarts the schedule from trained weights; at the full peak it undid the
+    full-width phase, so it peaks at ``lr · sandwich_lr_fraction``."""
+    peaks = []
+    original = pretraining._sgd_one_cycle
+    monkeypatch.setattr(pretraining, "_sgd_one_cycle",
+                        lambda model, budget, steps, peak_lr: peaks.append(peak_lr) or original(model, budget, steps,
+                                                                                                   peak_lr))
+    dataset = synthetic_dataset()
+    model = GroupedCNN(BACKBONES["cnn4"], dataset.image_shape[0], dataset.num_classes, k=2)
+    pretraining.pretrain_grouped_cnn(model, dataset, PretrainBudget(steps=4, lr=0.4, sandwich_lr_fraction=0.25), 0,
+                                     torch.device("cpu"))
+    assert peaks == pytest.approx([0.4, 0.1])
+
+
+def test_sandwich_step_averages_its_losses_instead_of_summing_them():
+    """Regression: summed, the four losses gave the first group's weights 4× the full-width step,
+    and at lr 0.4 every width of the CIFAR-10 backbone fell to chance on the 5k subset."""
+    dataset = synthetic_dataset()
+    model = GroupedCNN(BACKBONES["cnn4"], dataset.image_shape[0], dataset.num_classes, k=2)
+    images = (dataset.x_train[:8].float() / 255 - 0.5)
+    labels = dataset.y_train[:8]
+    pretraining.sandwich_step(model, images, labels, torch.Generator().manual_seed(0), random_configs=2)
+    averaged = [parameter.grad for parameter in model.parameters()]  # None: a BN pair no configuration used
+    model.zero_grad(set_to_none=True)
+    full_logits = model(images)
+    losses = [torch.nn.functional.cross_entropy(full_logits, labels)]
+    soft_targets = full_logits.detach().softmax(dim=1)
+    mixes = pretraining.random_width_mixes(model, 2, torch.Generator().manual_seed(0)).tolist()
+    losses += [torch.nn.functional.cross_entropy(model(images, config), soft_targets)
+               for config in [[1] * model.num_decisions, *mixes]]
+    (sum(losses) / len(losses)).backward()
+    for got, parameter in zip(averaged, model.parameters()):
+        assert (got is None) == (parameter.grad is None)
+        if got is not None:
+            torch.testing.assert_close(got, parameter.grad)

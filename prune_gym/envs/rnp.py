@@ -365,9 +365,9 @@ class RNPEnv(_RNPAccess, PruningEnv):
     - ``split``: ``"train"``, ``"val"`` (a fixed 10 % of the training images) or ``"test"``.
     - ``reward_mode``, ``group_penalty``, ``ce_weight``, ``mac_weight``: see Rewards.
     - ``data_root``: ``.npz`` file or data directory (default ``$PRUNE_GYM_DATA`` or ``~/.cache/prune_gym``).
-    - ``pretrain_steps``, ``pretrain_lr`` (peak learning rate of both phases), ``backbone_seed``:
-      pretraining budget and seed of the backbone (part of
-      its cache key); ``device``: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+    - ``pretrain_steps``, ``pretrain_lr`` (peak learning rate of the full-width phase; the
+      sandwich phase peaks at a quarter of it), ``backbone_seed``: pretraining budget and seed of
+      the backbone (part of its cache key); ``device``: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
     - ``weights``: where the pretrained backbone comes from. ``"auto"`` (default): the weights
       shipped with the package when dataset, backbone, ``k``, ``dropout``, ``backbone_seed``,
       ``pretrain_steps`` and ``val_fraction`` are a shipped configuration (``prune-gym
