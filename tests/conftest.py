@@ -40,8 +40,12 @@ def private_weights_cache(tmp_path_factory):
     """Keep test runs out of the user's ~/.cache and independent of earlier runs."""
     patcher = pytest.MonkeyPatch()
     patcher.setenv("PRUNE_GYM_CACHE", str(tmp_path_factory.mktemp("weights")))
-    # Two cores in CI; OMP_NUM_THREADS (e.g. 1 while other jobs share the machine) wins when set.
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    # One thread unless OMP_NUM_THREADS says otherwise: the tests' batches are tiny, where a second
+    # thread costs more than it gives, and while other jobs share the 2 cores a second thread made
+    # MaskOffset's pruning-models (grouped convolutions) 7-12x slower: 66.8 ms per forward and
+    # backward on 1 thread against 811.8 ms on 2 (channels_last, batch 4, measured in one run), which
+    # stalled a CI run in the ResNet-56 checker test. Worker processes (SubprocVecEnv, Ray) inherit it.
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     yield
     patcher.undo()
 
