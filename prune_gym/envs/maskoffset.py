@@ -391,9 +391,8 @@ class MaskOffsetEnv(PruningEnv):
             full = [conv.out_channels for conv, _ in conv_bn_pairs(self.original)]
             fractions = [len(indices) / width for indices, width in zip(self.pruned.kept, full)]
         kept[:len(fractions)] = fractions
-        iteration = self.model.iteration if isinstance(self.model, MaskedResNet) else self.settings.max_iter
         scalars = [self._costs["params"] / self.costs_full["params"], self._costs["macs"] / self.costs_full["macs"],
-                   self._last["cross_entropy"], self._last["accuracy"], iteration / self.settings.max_iter,
+                   self._last["cross_entropy"], self._last["accuracy"], self._iteration / self.settings.max_iter,
                    self._interacting / self.settings.max_iter]
         return np.concatenate([kept, np.array(scalars, np.float32)]).astype(np.float32)
 
@@ -405,9 +404,13 @@ class MaskOffsetEnv(PruningEnv):
                           cross_entropy=self._last["cross_entropy"], val_accuracy=self._last["accuracy"],
                           test_accuracy=None if self._test is None else self._test["accuracy"])
 
+    @property
+    def _iteration(self) -> int:
+        """Pruning iterations done: the masked network's count, or the whole phase once extracted."""
+        return self.model.iteration if isinstance(self.model, MaskedResNet) else self.settings.max_iter
+
     def _family_info(self) -> dict[str, Any]:
-        iteration = self.model.iteration if isinstance(self.model, MaskedResNet) else self.settings.max_iter
-        return {"interacting": float(self._interacting), "iteration": int(iteration)}
+        return {"interacting": float(self._interacting), "iteration": int(self._iteration)}
 
     def pretrained_summary(self, split: str = "test") -> dict[str, Any]:
         """The pretrained network's figures on ``split`` (``"train"``, ``"val"`` or ``"test"``; the
