@@ -37,7 +37,15 @@ from prune_gym.shipped import (
     request_record,
     write_shipped,
 )
-from prune_gym.training import TrainResult, augment_batch, evaluate_classifier, resolve_device, train_loop
+from prune_gym.training import (
+    GeneratorState,
+    LoopCheckpoint,
+    TrainResult,
+    augment_batch,
+    evaluate_classifier,
+    resolve_device,
+    train_loop,
+)
 from prune_gym.weights import CACHE_FORMAT, cache_path, read_cache, write_cache
 
 logger = logging.getLogger("prune_gym")
@@ -241,9 +249,11 @@ def _training_batches(dataset: ImageDataset, budget: PretrainBudget, generator: 
 
 def _run_phase(model: nn.Module, budget: PretrainBudget, steps: int, peak_lr: float, sample_batch: Callable[[], tuple],
                step_loss: Callable[[torch.Tensor, torch.Tensor], float], evaluate: Callable[[], dict[str, float]],
-               description: str) -> TrainResult:
+               description: str, generator: torch.Generator, checkpoint: LoopCheckpoint | None) -> TrainResult:
     """One SGD one-cycle phase of ``steps`` steps through the project's one loop (best
-    validation checkpoint kept); ``step_loss`` accumulates the gradients of one batch."""
+    validation checkpoint kept); ``step_loss`` accumulates the gradients of one batch. With
+    ``checkpoint`` the phase resumes where a killed run left it (``generator`` is the random
+    stream of the batches and width mixes, saved with the optimiser and schedule)."""
     optimizer, schedule = _sgd_one_cycle(model, budget, steps, peak_lr)
 
     def train_step(step: int) -> float:
@@ -254,7 +264,9 @@ def _run_phase(model: nn.Module, budget: PretrainBudget, steps: int, peak_lr: fl
         schedule.step()
         return loss
 
-    return train_loop(model, train_step, evaluate, steps, budget.eval_every, description=description)
+    return train_loop(model, train_step, evaluate, steps, budget.eval_every, description=description,
+                      checkpoint=checkpoint,
+                      stateful={"optimizer": optimizer, "schedule": schedule, "generator": GeneratorState(generator)})
 
 
 def pretrain_grouped_cnn(
@@ -264,9 +276,11 @@ def pretrain_grouped_cnn(
     seed: int,
     device: torch.device,
     val_fraction: float = DEFAULT_VAL_FRACTION,
+    checkpoint: LoopCheckpoint | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` in place on the dataset's train split; select the checkpoint by the mean
     validation accuracy over uniform widths 1..k. Returns metrics (validation accuracy per width).
+    With ``checkpoint``, each phase saves its progress and a killed run resumes (one file per phase).
 
     Why two phases: on the 5k-image CIFAR-10 subset, sandwich training from scratch (distilling
     every prefix from a full network that is itself still untrained) left every width 4–12 points
@@ -286,7 +300,8 @@ def pretrain_grouped_cnn(
     def run_phase(steps: int, peak_lr: float, step_loss: Callable[[torch.Tensor, torch.Tensor], float],
                   evaluate: Callable[[], dict[str, float]], description: str) -> TrainResult:
         return _run_phase(model, budget, steps, peak_lr, sample_batch, step_loss, evaluate,
-                          f"pretrain {model.spec.name} on {dataset.name} ({description})")
+                          f"pretrain {model.spec.name} on {dataset.name} ({description})", generator,
+                          checkpoint.for_phase(description.replace(" ", "-")) if checkpoint else None)
 
     def evaluate_full_width() -> dict[str, float]:
         accuracy = evaluate_classifier(model, x_val, y_val, dataset, device)["accuracy"]
@@ -331,11 +346,13 @@ def pretrain_classifier(
     seed: int,
     device: torch.device,
     val_fraction: float = DEFAULT_VAL_FRACTION,
+    checkpoint: LoopCheckpoint | None = None,
 ) -> dict[str, Any]:
     """Train a plain classifier (a CIFAR ResNet) in place: one phase of ``budget.steps`` SGD
     steps (Nesterov, one-cycle, label smoothing, flip + translate on uint8 tensors, channels_last;
     ``full_width_fraction`` and ``random_configs`` do not apply), best validation accuracy kept.
-    Returns ``val_accuracy``, ``best_step`` and ``train_wall_s``."""
+    With ``checkpoint`` a killed run resumes where it stopped. Returns ``val_accuracy``,
+    ``best_step`` and ``train_wall_s``."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     x_val, y_val = dataset.split("val", val_fraction)
@@ -353,7 +370,7 @@ def pretrain_classifier(
 
     name = getattr(model, "name", type(model).__name__)
     result = _run_phase(model, budget, budget.steps, budget.lr, sample_batch, step_loss, evaluate,
-                        f"pretrain {name} on {dataset.name}")
+                        f"pretrain {name} on {dataset.name}", generator, checkpoint)
     model.to("cpu", memory_format=torch.contiguous_format).eval()
     return {"val_accuracy": round(result.best_score, 4), "best_step": result.best_step,
             "train_wall_s": round(result.wall_s, 1)}
@@ -412,11 +429,20 @@ def build_backbone(request: BackboneRequest, dataset: ImageDataset) -> nn.Module
 
 
 def pretrain_backbone(model: nn.Module, request: BackboneRequest, dataset: ImageDataset,
-                      device: torch.device) -> dict[str, Any]:
+                      device: torch.device, checkpoint: LoopCheckpoint | None = None) -> dict[str, Any]:
     """Pretrain ``model`` (from :func:`build_backbone`) by its recipe: grouped backbones two-phase
-    (:func:`pretrain_grouped_cnn`), plain classifiers one phase (:func:`pretrain_classifier`)."""
+    (:func:`pretrain_grouped_cnn`), plain classifiers one phase (:func:`pretrain_classifier`);
+    ``checkpoint`` makes a killed run resumable."""
     recipe = pretrain_classifier if is_plain_classifier(request) else pretrain_grouped_cnn
-    return recipe(model, dataset, request.budget, request.seed, device, request.val_fraction)
+    return recipe(model, dataset, request.budget, request.seed, device, request.val_fraction, checkpoint)
+
+
+def pretraining_checkpoint(key: dict[str, Any], path: Path) -> LoopCheckpoint:
+    """Where pretraining for the cache file ``path`` (of ``key``) keeps its progress: beside it,
+    ``<name>.partial.pt`` (and one file per phase), removed once the cache file is written. A run
+    killed after hours (a CIFAR ResNet on a CPU) resumes from its last save, at most
+    ``every_s`` (5 minutes) behind."""
+    return LoopCheckpoint(path.with_name(f"{path.stem}.partial.pt"), key)
 
 _PRETRAINED: dict[str, tuple[nn.Module, dict[str, Any]]] = {}
 
@@ -473,8 +499,10 @@ def pretrained_backbone(
                 if metrics is None:
                     logger.info("Pretraining %s on %s (%d steps; minutes on a CPU), then caching it at %s",
                                 request.backbone, dataset.name, request.budget.steps, path)
-                    metrics = pretrain_backbone(model, request, dataset, target)
-                    write_cache(path, key, model, metrics)
+                    progress = pretraining_checkpoint(key, path)
+                    metrics = pretrain_backbone(model, request, dataset, target, progress)
+                    if write_cache(path, key, model, metrics) is not None:
+                        progress.remove()
         _PRETRAINED[memo] = (model.to(target).eval(), metrics)
     model, metrics = _PRETRAINED[memo]
     return model, metrics, dataset

@@ -8,17 +8,24 @@ bar); it knows no model family. The grouped-backbone pretraining recipe lives in
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from prune_gym.data import ImageDataset, normalize
-from prune_gym.progress import track_progress
+from prune_gym.progress import progress_counter
+from prune_gym.weights import WeightsCacheWarning, atomic_torch_save
+
+logger = logging.getLogger("prune_gym")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -63,6 +70,88 @@ class TrainResult:
     wall_s: float = 0.0
 
 
+class GeneratorState:
+    """A :class:`torch.Generator` seen through ``state_dict()`` / ``load_state_dict()``, so a
+    :class:`LoopCheckpoint` saves a data sampler's random stream like an optimiser's state."""
+
+    def __init__(self, generator: torch.Generator):
+        self.generator = generator
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"state": self.generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["state"])
+
+
+@dataclass(frozen=True)
+class LoopCheckpoint:
+    """Where :func:`train_loop` keeps its progress, so a killed run resumes instead of restarting.
+
+    Long pretraining runs (a CIFAR ResNet on a CPU takes hours, longer than one sitting) must
+    survive a kill. Every ``every_s`` seconds, and when the loop ends, the loop writes (atomically)
+    the model, the ``stateful`` objects' ``state_dict()`` (optimiser, schedule, a data sampler's
+    :class:`GeneratorState`), torch's global random state, the best checkpoint so far and the
+    metrics. A later call with the same ``key`` continues from the saved step and, because every
+    random stream is restored, ends with the same weights as an uninterrupted run (tested). A file
+    with another key (another budget, dataset or seed) is ignored with a warning and overwritten.
+
+    Attributes:
+        path: the checkpoint file.
+        key: JSON-serialisable description of the run; must match to resume.
+        every_s: seconds of training between saves (saving is cheap: weights of a few MB).
+    """
+
+    path: Path
+    key: dict[str, Any]
+    every_s: float = 300.0
+
+    def for_phase(self, phase: str) -> LoopCheckpoint:
+        """The checkpoint of one phase of a multi-phase recipe: its own file and key."""
+        return replace(self, path=self.path.with_name(f"{self.path.stem}.{phase}{self.path.suffix}"),
+                       key={**self.key, "phase": phase})
+
+    def remove(self) -> None:
+        """Delete this checkpoint and its phases' (after the run's result is stored elsewhere)."""
+        for candidate in self.path.parent.glob(f"{self.path.stem}*{self.path.suffix}"):
+            candidate.unlink(missing_ok=True)
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Write ``state`` with the key; an unwritable place only warns (the run goes on)."""
+        try:
+            atomic_torch_save({"key": self.key, **state}, self.path)
+        except (OSError, RuntimeError) as error:
+            warnings.warn(f"Could not write the training checkpoint {self.path} ({error}); a killed run will "
+                          "restart from the beginning.", WeightsCacheWarning, stacklevel=3)
+
+    def load(self, device: torch.device) -> dict[str, Any] | None:
+        """The saved state if ``path`` holds one for ``key``, else ``None`` (warned if unusable)."""
+        if not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location=device, weights_only=False)
+            if state.get("key") != self.key:
+                raise ValueError("it was written for another run (its key differs)")
+        except Exception as error:  # noqa: BLE001 - a damaged or foreign file restarts, never misleads
+            warnings.warn(f"Ignoring the training checkpoint {self.path} ({type(error).__name__}: {error}); "
+                          "starting from step 1.", WeightsCacheWarning, stacklevel=3)
+            return None
+        return state
+
+
+def _rng_states() -> dict[str, Any]:
+    states: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["cpu"].cpu())
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([state.cpu() for state in states["cuda"]])
+
+
 def train_loop(
     model: nn.Module,
     train_step: Callable[[int], float],
@@ -72,49 +161,80 @@ def train_loop(
     patience: int | None = None,
     description: str = "training",
     restore_best: bool = True,
+    checkpoint: LoopCheckpoint | None = None,
+    stateful: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Run ``train_step(step) -> loss`` ``steps`` times, evaluating every ``eval_every`` steps.
 
     ``evaluate()`` returns metrics including ``"score"`` (higher is better). The model's weights at
     the best score are restored at the end unless ``restore_best`` is false (training-time
     environments keep the weights where training left them). With ``patience``, training stops
-    after that many evaluations without improvement (early stopping).
+    after that many evaluations without improvement (early stopping). With ``checkpoint``, progress
+    is saved and a matching saved run resumes (see :class:`LoopCheckpoint`); ``stateful`` names the
+    objects besides the model whose ``state_dict()`` the run depends on (optimiser, schedule, a
+    :class:`GeneratorState`).
     """
     if steps < 1 or eval_every < 1:
         raise ValueError(f"steps and eval_every must be ≥ 1, got {steps} and {eval_every}.")
+    stateful = dict(stateful or {})
     result = TrainResult()
     best_state: dict[str, torch.Tensor] | None = None
-    evaluations_without_gain = 0
-    started = time.perf_counter()
+    evaluations_without_gain, running_loss, first_step, wall_before = 0, None, 1, 0.0
+    saved = checkpoint.load(next(model.parameters()).device) if checkpoint is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        for name, thing in stateful.items():
+            thing.load_state_dict(saved["stateful"][name])
+        _set_rng_states(saved["rng"])
+        result = TrainResult(**saved["result"])
+        best_state, running_loss = saved["best_state"], saved["running_loss"]
+        evaluations_without_gain, wall_before = saved["evaluations_without_gain"], result.wall_s
+        first_step = result.steps_run + 1
+        logger.info("Resuming %s at step %d of %d from %s", description, first_step, steps, checkpoint.path)
+        if saved["finished"]:
+            return result
+    started = last_save = time.perf_counter()
+
+    def save(finished: bool) -> None:
+        result.wall_s = wall_before + time.perf_counter() - started
+        checkpoint.save({"model": model.state_dict(), "finished": finished, "rng": _rng_states(),
+                         "stateful": {name: thing.state_dict() for name, thing in stateful.items()},
+                         "result": asdict(result), "best_state": best_state, "running_loss": running_loss,
+                         "evaluations_without_gain": evaluations_without_gain})
+
     # A bar on a terminal; without one (CI, nohup, cluster logs) a plain line every 30 s or so.
-    progress = track_progress(range(1, steps + 1), description, total=steps, unit="step")
-    running_loss = None
-    for step in progress:
+    progress = progress_counter(steps, description, unit="step", initial=first_step - 1)
+    for step in range(first_step, steps + 1):
         model.train()
         loss = train_step(step)
+        progress.update(1)
         running_loss = loss if running_loss is None else 0.9 * running_loss + 0.1 * loss
         result.steps_run = step
-        if step % eval_every and step != steps:
-            continue
-        model.eval()
-        metrics = {"step": step, "train_loss": running_loss, **evaluate()}
-        result.history.append(metrics)
-        progress.set_postfix(loss=f"{running_loss:.3f}", score=f"{metrics['score']:.4f}")
-        if metrics["score"] > result.best_score:
-            result.best_score, result.best_step = metrics["score"], step
-            if restore_best:
-                best_state = copy.deepcopy(model.state_dict())
-            evaluations_without_gain = 0
-        else:
-            evaluations_without_gain += 1
-            if patience is not None and evaluations_without_gain >= patience:
-                result.stopped_early = True
-                break
+        if step % eval_every == 0 or step == steps:
+            model.eval()
+            metrics = {"step": step, "train_loss": running_loss, **evaluate()}
+            result.history.append(metrics)
+            progress.set_postfix(loss=f"{running_loss:.3f}", score=f"{metrics['score']:.4f}")
+            if metrics["score"] > result.best_score:
+                result.best_score, result.best_step = metrics["score"], step
+                if restore_best:
+                    best_state = copy.deepcopy(model.state_dict())
+                evaluations_without_gain = 0
+            else:
+                evaluations_without_gain += 1
+                if patience is not None and evaluations_without_gain >= patience:
+                    result.stopped_early = True
+                    break
+        if checkpoint is not None and time.perf_counter() - last_save >= checkpoint.every_s and step != steps:
+            save(finished=False)
+            last_save = time.perf_counter()
     progress.close()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    result.wall_s = time.perf_counter() - started
+    result.wall_s = wall_before + time.perf_counter() - started
+    if checkpoint is not None:
+        save(finished=True)
     return result
 
 

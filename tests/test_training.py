@@ -225,3 +225,96 @@ def test_sandwich_step_averages_its_losses_instead_of_summing_them():
         assert (got is None) == (parameter.grad is None)
         if got is not None:
             torch.testing.assert_close(got, parameter.grad)
+
+
+# ----------------------------------------------------------------------------------------------
+# Resuming a killed pretraining run
+# ----------------------------------------------------------------------------------------------
+
+
+class Killed(Exception):
+    """Stands in for a kill: raised from inside a training step."""
+
+
+def _count_calls(monkeypatch, owner, name: str, kill_at: int | None = None) -> list:
+    """Count calls of ``owner.<name>`` (a list gains an entry per call); raise :class:`Killed` on
+    call ``kill_at``."""
+    original, calls = getattr(owner, name), []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == kill_at:
+            raise Killed
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
+def _save_every_step(monkeypatch) -> None:
+    def every_step(key, path):
+        return pretraining.LoopCheckpoint(path.with_name(f"{path.stem}.partial.pt"), key, every_s=0.0)
+
+    monkeypatch.setattr(pretraining, "pretraining_checkpoint", every_step)
+
+
+@pytest.mark.parametrize("backbone, step_function, kill_at", [
+    ("cnn4", "full_width_step", 4),  # killed in the full-width phase
+    ("cnn4", "sandwich_step", 3),  # killed in the sandwich phase, after the full-width phase finished
+    ("resnet20", "cross_entropy", 6),  # the plain classifier's one phase (its step calls F.cross_entropy)
+])
+def test_a_killed_pretraining_resumes_to_the_weights_of_an_uninterrupted_run(fresh_process_cache, monkeypatch,
+                                                                              backbone, step_function, kill_at):
+    budget = PretrainBudget(steps=10, eval_every=4, batch_size=8)
+    request = BackboneRequest("synthetic", backbone=backbone, k=1 if backbone == "resnet20" else 4, budget=budget)
+    key = cache_key(request, synthetic_dataset())
+    owner = pretraining.F if step_function == "cross_entropy" else pretraining
+    _save_every_step(monkeypatch)  # so the kill loses nothing and the resumed run must continue exactly
+    calls = _count_calls(monkeypatch, owner, step_function)
+    uninterrupted, metrics, _ = pretrained_backbone(request, device="cpu")
+    expected = {name: tensor.clone() for name, tensor in uninterrupted.state_dict().items()}
+    uninterrupted_calls = len(calls)
+    cache_path(key).unlink()
+    monkeypatch.undo()
+
+    _save_every_step(monkeypatch)
+    monkeypatch.setattr(pretraining, "_PRETRAINED", {})
+    monkeypatch.setenv("PRUNE_GYM_CACHE", str(fresh_process_cache))
+    _count_calls(monkeypatch, owner, step_function, kill_at)
+    with pytest.raises(Killed):
+        pretrained_backbone(request, device="cpu")
+    assert list(fresh_process_cache.glob("*.partial*.pt")) and not cache_path(key).exists()
+    monkeypatch.undo()
+
+    _save_every_step(monkeypatch)
+    monkeypatch.setattr(pretraining, "_PRETRAINED", {})
+    monkeypatch.setenv("PRUNE_GYM_CACHE", str(fresh_process_cache))
+    calls = _count_calls(monkeypatch, owner, step_function)
+    resumed, metrics_resumed, _ = pretrained_backbone(request, device="cpu")
+    assert len(calls) == uninterrupted_calls - (kill_at - 1)  # it continued; it did not start over
+    for name, tensor in resumed.state_dict().items():
+        assert torch.equal(tensor, expected[name]), name
+    assert {key: value for key, value in metrics_resumed.items() if key != "train_wall_s"} == \
+        {key: value for key, value in metrics.items() if key != "train_wall_s"}
+    assert cache_path(key).is_file() and not list(fresh_process_cache.glob("*.partial*.pt"))  # cleaned up
+
+
+def test_a_checkpoint_of_another_run_is_ignored_with_a_warning(tmp_path):
+    model = nn.Linear(2, 1)
+    checkpoint = pretraining.LoopCheckpoint(tmp_path / "run.partial.pt", {"seed": 0}, every_s=0.0)
+    train_loop(model, lambda step: 0.5, lambda: {"score": 0.0}, steps=3, eval_every=3, checkpoint=checkpoint)
+    other = pretraining.LoopCheckpoint(checkpoint.path, {"seed": 1}, every_s=0.0)
+    steps_run = []
+    with pytest.warns(WeightsCacheWarning, match="another run"):
+        train_loop(model, lambda step: steps_run.append(step) or 0.5, lambda: {"score": 0.0}, steps=3, eval_every=3,
+                   checkpoint=other)
+    assert steps_run == [1, 2, 3]  # started over
+
+
+def test_a_finished_checkpoint_returns_its_result_without_training(tmp_path):
+    model = nn.Linear(2, 1)
+    checkpoint = pretraining.LoopCheckpoint(tmp_path / "run.partial.pt", {"seed": 0}, every_s=1e9)
+    first = train_loop(model, lambda step: 0.5, lambda: {"score": 0.25}, steps=4, eval_every=2, checkpoint=checkpoint)
+    again = train_loop(model, lambda step: pytest.fail("trained again"), lambda: {"score": 0.0}, steps=4,
+                       eval_every=2, checkpoint=checkpoint)
+    assert again.history == first.history and again.best_step == first.best_step == 2
