@@ -497,9 +497,10 @@ def pretrained_backbone(
             else:
                 metrics = read_cache(path, key, model)
                 if metrics is None:
-                    logger.info("Pretraining %s on %s (%d steps; minutes on a CPU), then caching it at %s",
-                                request.backbone, dataset.name, request.budget.steps, path)
                     progress = pretraining_checkpoint(key, path)
+                    logger.info("Pretraining %s on %s (%d steps), then caching it at %s; progress is saved to %s "
+                                "every %d min, so a killed run resumes from there", request.backbone, dataset.name,
+                                request.budget.steps, path, progress.path.name, progress.every_s // 60)
                     metrics = pretrain_backbone(model, request, dataset, target, progress)
                     if write_cache(path, key, model, metrics) is not None:
                         progress.remove()

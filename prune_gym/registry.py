@@ -129,6 +129,32 @@ ENV_TABLE: tuple[EnvEntry, ...] = (
         "AlphaBlend-CIFAR10-v0", _ALPHABLEND, "AlphaBlend-CIFAR10-v1 with v0's episode end (a spent budget terminates)",
         {"dataset": "cifar10", "backbone": "cnn4", "budget_end": "terminate"},
     ),
+    # Arenas: the training-in-the-loop families at a budget where an agent sees hundreds of episodes
+    # on a CPU (an episode ≤ 60 s on 2 cores, measured in the README), the family's dynamics kept:
+    # the same network, actions, observation and reward, fewer optimiser steps per env step with the
+    # rates that set the pace scaled up, and a fixed subset of the validation images scored per step.
+    # DropNet-MNIST-FC-v0 needs none: its episodes take seconds at its own budget.
+    EnvEntry(
+        "DropNet-MNIST-Conv-Arena-v0", _DROPNET,
+        "Arena: DropNet-MNIST-Conv-v0 retraining each cycle for at most 3 epochs (patience 1), not 8",
+        {"dataset": "mnist", "network": "conv64-conv32", "max_epochs": 3, "patience": 1},
+    ),
+    EnvEntry(
+        "LayerPrune-MNIST-Arena-v1", _LAYERPRUNE,
+        "Arena: LayerPrune-MNIST-v1 with 16 Adam steps per env step (not an epoch), ν and γ rates scaled",
+        {"dataset": "mnist", "iterations_per_step": 16, "nu_rate": 0.04, "gamma_lr": 0.04},
+    ),
+    EnvEntry(
+        "LayerPrune-CIFAR10-Arena-v1", _LAYERPRUNE,
+        "Arena: LayerPrune-CIFAR10-v1 with 16 Adam steps per env step, ν and γ rates scaled, 2,000 val images",
+        {"dataset": "cifar10", "iterations_per_step": 16, "nu_rate": 0.04, "gamma_lr": 0.04, "val_images": 2000},
+    ),
+    EnvEntry(
+        "AlphaBlend-CIFAR10-Arena-v1", _ALPHABLEND,
+        "Arena: AlphaBlend-CIFAR10-v1 with a 12-step budget of 10 Adam steps, 5,000 training and 1,000 val images",
+        {"dataset": "cifar10", "backbone": "cnn4", "budget_steps": 12, "iterations_per_step": 10,
+         "train_subset": 5000, "val_images": 1000},
+    ),
 )
 
 

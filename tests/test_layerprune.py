@@ -199,3 +199,17 @@ def test_eval_data_replaces_the_test_split_and_train_subset_cuts_training(fake_d
     assert len(env.data.test_labels) == 5 and len(env.data.train_labels) == 20
     expected = (env.model.eval()(env.data.test_images.float() / 255).argmax(1) == env.data.test_labels).float().mean()
     assert info["test_accuracy"] == pytest.approx(float(expected))
+
+
+@pytest.mark.parametrize("env_id", ["LayerPrune-CIFAR10-Arena-v1", "AlphaBlend-CIFAR10-Arena-v1"])
+def test_val_images_scores_a_fixed_prefix_of_the_same_validation_split(fake_data_dir, env_id):
+    from prune_gym.envs.base import load_split_data
+
+    env = gym.make(env_id, **{**cheap_kwargs(env_id, fake_data_dir), "val_images": 3}).unwrapped
+    full = load_split_data("cifar10", str(fake_data_dir), env.settings.val_fraction, None, None, torch.device("cpu"))
+    assert torch.equal(env.data.val_images, full.val_images[:3])
+    assert torch.equal(env.data.val_labels, full.val_labels[:3])
+    env.reset(seed=0)
+    env.step(0)
+    with pytest.raises(ValueError, match="val_images"):
+        gym.make(env_id, **{**cheap_kwargs(env_id, fake_data_dir), "val_images": 0})

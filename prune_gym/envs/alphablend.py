@@ -54,6 +54,7 @@ class AlphaBlendSettings:
     budget_steps: int = 30
     iterations_per_step: int | None = 20
     train_subset: int | None = None
+    val_images: int | None = None
     batch_size: int = 64
     lr: float = 1e-3
     plateau_patience: int = 2
@@ -82,6 +83,7 @@ class AlphaBlendSettings:
             set_integer(self, name, minimum=1)
         set_integer(self, "iterations_per_step", minimum=1, optional=True)
         set_integer(self, "train_subset", minimum=1, optional=True)
+        set_integer(self, "val_images", minimum=1, optional=True)
         set_integer(self, "backbone_seed", minimum=0)
         set_real(self, "lr", lambda lr: lr > 0.0, "a positive learning rate")
         set_real(self, "plateau_factor", lambda f: 0.0 < f < 1.0, "a factor strictly between 0 and 1")
@@ -170,6 +172,7 @@ class AlphaBlendEnv(PruningEnv):
     - ``task``: ``"classification"`` or ``"regression"``.
     - ``budget_steps``: the budget of steps; ``iterations_per_step``: Adam steps per step
       (``None`` = one epoch over the training images); ``train_subset``: use only that many.
+    - ``val_images``: score only the first this many validation images every step (``None``: all).
     - ``batch_size``, ``lr``, ``plateau_patience``, ``plateau_factor``; ``augment``: random shifts
       (and flips on CIFAR) as in pretraining.
     - ``small_step``, ``medium_step``, ``large_step``: α multipliers of actions 1–3.
@@ -219,7 +222,8 @@ class AlphaBlendEnv(PruningEnv):
         for parameter in self.original.parameters():
             parameter.requires_grad_(False)
         self._data = load_split_data(settings.dataset, settings.data_root, settings.val_fraction,
-                                     settings.train_subset, settings.eval_data, self.device)
+                                     settings.train_subset, settings.eval_data, self.device,
+                                     settings.val_images)
         data = self._data
         self.costs_full = model_costs(self.original, data.dataset.image_shape)
         with torch.no_grad():

@@ -266,6 +266,7 @@ def load_split_data(
     train_subset: int | None,
     eval_data: str | None,
     device: torch.device,
+    val_images: int | None = None,
 ) -> SplitData:
     """The train/validation/test images of ``dataset_name``.
 
@@ -274,6 +275,9 @@ def load_split_data(
         train_subset: keep only this many training images (a fixed, seeded choice, the same in every
             episode) to make steps cheap; ``None`` keeps all of them.
         eval_data: an ``.npz`` in the shared layout whose ``x_test``/``y_test`` replace the test split.
+        val_images: keep only the first this many validation images (the held-out split stays the
+            same; on the full CIFAR-10 copy scoring all 5,000–10,000 of them every step costs more
+            than the step's training); ``None`` keeps all of them.
     """
     dataset = load_dataset(dataset_name, data_root)
     x_train, y_train = dataset.split("train", val_fraction)
@@ -283,6 +287,10 @@ def load_split_data(
         chosen = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(0))[:train_subset].sort().values
         x_train, y_train = x_train[chosen], y_train[chosen]
     x_val, y_val = dataset.split("val", val_fraction)
+    if val_images is not None:
+        if val_images < 1:
+            raise ValueError(f"val_images must be ≥ 1 (or None for all images), got {val_images}.")
+        x_val, y_val = x_val[:val_images], y_val[:val_images]
     if eval_data is not None:
         held_out = load_npz(eval_data, dataset.name)
         x_test, y_test = held_out.x_test, held_out.y_test

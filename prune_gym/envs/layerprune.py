@@ -46,6 +46,7 @@ class LayerPruneSettings:
     epochs: int = 20
     iterations_per_step: int | None = None
     train_subset: int | None = None
+    val_images: int | None = None
     batch_size: int = 64
     lr: float = 1e-3
     gamma_lr: float | None = 1e-2
@@ -66,6 +67,7 @@ class LayerPruneSettings:
             set_integer(self, name, minimum=1)
         set_integer(self, "iterations_per_step", minimum=1, optional=True)
         set_integer(self, "train_subset", minimum=1, optional=True)
+        set_integer(self, "val_images", minimum=1, optional=True)
         set_integer(self, "freeze_epochs", minimum=0)
         set_real(self, "lr", lambda lr: lr > 0.0, "a positive learning rate")
         if self.gamma_lr is None:  # None = the weights' rate
@@ -147,6 +149,7 @@ class LayerPruneEnv(PruningEnv):
     - ``epochs``: the budget of environment steps (default 20, as in the method's report).
     - ``iterations_per_step``: optimiser steps per environment step; ``None`` = one epoch over the
       (subset of the) training split. ``train_subset``: use only this many training images.
+    - ``val_images``: score only the first this many validation images every step (``None``: all).
     - ``batch_size``, ``lr`` (Adam), ``nu_rate``, ``gamma_lr``: Adam learning rate of the γ's
       (``None`` = ``lr``). Default 0.01: with ``lr`` = 0.001 a γ moves at most ~0.001 per Adam
       step, ~1.3 in the default budget of 1,280 steps, while α < 0.01 at ``ν = 12.8`` needs
@@ -186,7 +189,8 @@ class LayerPruneEnv(PruningEnv):
         if self._data is None:
             settings = self.settings
             self._data = load_split_data(settings.dataset, settings.data_root, settings.val_fraction,
-                                         settings.train_subset, settings.eval_data, self.device)
+                                         settings.train_subset, settings.eval_data, self.device,
+                                         settings.val_images)
         return self._data
 
     # -- the episode ------------------------------------------------------------------------------
