@@ -129,7 +129,7 @@ class LoopCheckpoint:
         if not self.path.is_file():
             return None
         try:
-            state = torch.load(self.path, map_location=device, weights_only=False)
+            state = torch.load(self.path, map_location=device, weights_only=True)
             if state.get("key") != self.key:
                 raise ValueError("it was written for another run (its key differs)")
         except Exception as error:  # noqa: BLE001 - a damaged or foreign file restarts, never misleads

@@ -440,3 +440,17 @@ def test_the_command_line_parser_loads_no_torch():
     code = "import sys; from prune_gym.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("algo", ["sac", "td3"])
+def test_sb3_box_algorithms_train_on_maskoffset_with_its_own_entry(tmp_path, fake_data_dir, algo):
+    """The package's Box env: SAC and TD3 train on MaskOffset with its YAML entry (tiny budgets)."""
+    from conftest import cheap_kwargs
+
+    env_kwargs = cheap_kwargs("MaskOffset-CIFAR10-v0", fake_data_dir)
+    run_dir = train_run("MaskOffset-CIFAR10-v0", algo, timesteps=6, out=tmp_path / algo, env_kwargs=env_kwargs,
+                        hyperparams={"learning_starts": 2, "batch_size": 2, "gradient_steps": 1})
+    config = read_config(run_dir)
+    assert config["hyperparams"]["train_freq"] == 1 and config["hyperparams"]["buffer_size"] == 10000  # its entry
+    assert (run_dir / "final_model.zip").exists()
+    assert len((run_dir / "metrics.csv").read_text().splitlines()) >= 3  # episodes of two steps finished
