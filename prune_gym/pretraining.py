@@ -46,7 +46,7 @@ from prune_gym.training import (
     resolve_device,
     train_loop,
 )
-from prune_gym.weights import CACHE_FORMAT, cache_path, read_cache, write_cache
+from prune_gym.weights import CACHE_FORMAT, cache_path, read_cache, writable_location, write_cache
 
 logger = logging.getLogger("prune_gym")
 
@@ -441,8 +441,9 @@ def pretraining_checkpoint(key: dict[str, Any], path: Path) -> LoopCheckpoint:
     """Where pretraining for the cache file ``path`` (of ``key``) keeps its progress: beside it,
     ``<name>.partial.pt`` (and one file per phase), removed once the cache file is written. A run
     killed after hours (a CIFAR ResNet on a CPU) resumes from its last save, at most
-    ``every_s`` (5 minutes) behind."""
-    return LoopCheckpoint(path.with_name(f"{path.stem}.partial.pt"), key)
+    ``every_s`` (5 minutes) behind. Where the cache directory is read-only, the progress goes to
+    the fallback directory the weights will go to (:func:`writable_location`)."""
+    return LoopCheckpoint(writable_location(path.with_name(f"{path.stem}.partial.pt")), key)
 
 _PRETRAINED: dict[str, tuple[nn.Module, dict[str, Any]]] = {}
 

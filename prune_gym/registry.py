@@ -155,6 +155,12 @@ ENV_TABLE: tuple[EnvEntry, ...] = (
         {"dataset": "cifar10", "backbone": "cnn4", "budget_steps": 12, "iterations_per_step": 10,
          "train_subset": 5000, "val_images": 1000},
     ),
+    EnvEntry(
+        "MaskOffset-CIFAR10-Arena-v0", _MASKOFFSET,
+        "Arena: MaskOffset-CIFAR10-v0 aiming at 50 % of the FLOPs, 40 pruning and 40 fine-tuning iterations of 32",
+        {"dataset": "cifar10", "network": "resnet20", "target_flops": 0.5, "max_iter": 40, "iterations_per_step": 4,
+         "batch_size": 32, "finetune_iterations": 40, "val_images": 250},
+    ),
 )
 
 

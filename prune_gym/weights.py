@@ -245,6 +245,19 @@ def _write_targets(path: Path) -> Iterator[Path]:
         yield directory / path.name
 
 
+def writable_location(path: Path) -> Path:
+    """Where a file that belongs beside the cache file ``path`` can be written: ``path`` itself
+    when its directory is writable, else its name in the first writable fallback directory (the
+    place :func:`write_cache` will pick), else ``path`` (its writer then warns).
+
+    Pretraining keeps its resumable progress here, so a read-only cache directory does not cost
+    the checkpoints of a run whose weights end up in a fallback."""
+    for candidate in (path, *(directory / path.name for directory in fallback_cache_dirs(create=False))):
+        if is_writable_dir(candidate.parent):
+            return candidate
+    return path
+
+
 def write_cache(path: Path, key: dict[str, Any], model: nn.Module, metrics: dict[str, Any]) -> Path | None:
     """Write ``model``'s weights for ``key`` to ``path``, else to the first writable
     :func:`fallback_cache_dirs` (with a :class:`WeightsCacheWarning`).

@@ -119,6 +119,8 @@ def test_an_unwritable_cache_falls_back_with_a_warning_and_later_processes_find_
         model, _, dataset = pretrained_backbone(TINY, device="cpu")
     fallback = tmp_path / "home" / ".cache" / "prune_gym" / "weights" / cache_path(cache_key(TINY, dataset)).name
     assert str(fallback) in str(caught[0].message) and fallback.is_file() and len(calls) == 1
+    # The resumable progress went to the fallback too, not lost to the read-only directory.
+    assert not any("training checkpoint" in str(warning.message) for warning in caught)
     monkeypatch.setattr(pretraining, "_PRETRAINED", {})
     with warnings.catch_warnings():
         warnings.simplefilter("error", WeightsCacheWarning)

@@ -40,7 +40,8 @@ def test_every_id_has_one_family_from_the_table():
     assert {entry.family for entry in ENV_TABLE} == set(FAMILIES)
     assert family_of("DropNet-MNIST-Conv-v0") == "DropNet" and family_of("prune_gym:RNP-CIFAR10-v0") == "RNP"
     assert is_family("RNP-Synthetic-v0", "RNP") and not is_family("CartPole-v1", "RNP")
-    assert ids_of_family("AlphaBlend") == ["AlphaBlend-CIFAR10-v1", "AlphaBlend-CIFAR10-v0"]
+    assert ids_of_family("AlphaBlend") == ["AlphaBlend-CIFAR10-v1", "AlphaBlend-CIFAR10-v0",
+                                           "AlphaBlend-CIFAR10-Arena-v1"]
     with pytest.raises(gym.error.UnregisteredEnv):
         family_of("CartPole-v1")
 
