@@ -24,6 +24,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="stop after this many steps (seconds per step of an env whose episode is long)")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also append the summary line to FILE")
+    parser.add_argument("--label", default=None, help="a note stored in the summary line (e.g. the commit)")
     args = parser.parse_args(argv)
 
     import torch
@@ -36,7 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     env = make_env(args.env_id, parse_env_kwargs(args.env_kwargs), None)
-    policy = get_policy(args.env_id, args.policy or policies_for(args.env_id)[0].name).make(env.unwrapped)
+    policy_name = args.policy or policies_for(args.env_id)[0].name
+    policy = get_policy(args.env_id, policy_name).make(env.unwrapped)
     start = time.perf_counter()
     env.reset(seed=args.seed)
     print(f"first reset: {time.perf_counter() - start:.1f} s", flush=True)
@@ -45,17 +50,24 @@ def main(argv: list[str] | None = None) -> None:
     episode_start = time.perf_counter()
     print(f"reset: {episode_start - start:.1f} s", flush=True)
     done, steps = False, 0
-    while not done:
+    while not done and steps != args.max_steps:
         step_start = time.perf_counter()
         observation, _, terminated, truncated, info = env.step(policy(observation, info))
         done, steps = terminated or truncated, steps + 1
         print(f"step {steps}: {time.perf_counter() - step_start:.1f} s, MACs kept "
               f"{info['macs'] / info['macs_full']:.3f}", flush=True)
     total = time.perf_counter() - episode_start
-    print(json.dumps({"env_id": args.env_id, "threads": torch.get_num_threads(), "steps": steps,
-                      "episode_s": round(total, 1), "macs_kept": round(info["macs"] / info["macs_full"], 4),
-                      "params_kept": round(info["params"] / info["params_full"], 4),
-                      "test_accuracy": info["test_accuracy"]}))
+    summary = json.dumps({
+        "label": args.label, "env_id": args.env_id, "env_kwargs": args.env_kwargs, "policy": policy_name,
+        "threads": torch.get_num_threads(),
+        "steps": steps, "episode_done": done, "episode_s": round(total, 1), "seconds_per_step": round(total / steps, 2),
+        "macs_kept": round(info["macs"] / info["macs_full"], 4),
+        "params_kept": round(info["params"] / info["params_full"], 4),
+        "test_accuracy": info["test_accuracy"]})  # None until an episode ends
+    print(summary)
+    if args.json:
+        with open(args.json, "a") as file:
+            file.write(summary + "\n")
 
 
 if __name__ == "__main__":

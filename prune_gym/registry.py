@@ -136,8 +136,8 @@ ENV_TABLE: tuple[EnvEntry, ...] = (
     # DropNet-MNIST-FC-v0 needs none: its episodes take seconds at its own budget.
     EnvEntry(
         "DropNet-MNIST-Conv-Arena-v0", _DROPNET,
-        "Arena: DropNet-MNIST-Conv-v0 retraining each cycle for at most 3 epochs (patience 1), not 8",
-        {"dataset": "mnist", "network": "conv64-conv32", "max_epochs": 3, "patience": 1},
+        "Arena: DropNet-MNIST-Conv-v0 retraining each cycle for at most 2 epochs of batch 64 (patience 1), not 8 of 32",
+        {"dataset": "mnist", "network": "conv64-conv32", "max_epochs": 2, "patience": 1, "batch_size": 64},
     ),
     EnvEntry(
         "LayerPrune-MNIST-Arena-v1", _LAYERPRUNE,

@@ -115,6 +115,39 @@ def test_masked_unit_contributes_nothing_and_gets_no_gradient():
     assert net.hidden[0].weight.grad[0].abs().sum() > 0
 
 
+def reference_forward(net, images, activations):
+    """MaskedNet's forward as first written: ReLU, then NCHW max-pooling, then the mask."""
+    x = images
+    for layer, spec, mask in zip(net.hidden, net.spec.layers, net.masks):
+        x = torch.relu(layer(x.flatten(1) if spec.kind == "dense" and x.dim() > 2 else x))
+        x = torch.nn.functional.max_pool2d(x, 2) if spec.pool else x
+        x = x * (mask.view(1, -1, 1, 1) if x.dim() == 4 else mask)
+        activations.append(x)
+    return net.head(x.flatten(1))
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_the_faster_forward_gives_the_reference_forwards_bits(grad):
+    # The speed-ups (pooling before the ReLU, channels_last pooling without autograd, 128-image
+    # chunks) must leave every DropNet figure unchanged: same outputs, activations and gradients.
+    torch.manual_seed(0)
+    net = MaskedNet(get_masked_net_spec("conv64-conv32"), (1, 28, 28), 10)
+    net.set_masks([torch.rand(64) > 0.3, torch.rand(32) > 0.3])
+    images = torch.randn(300, 1, 28, 28)  # more than two chunks, the last one partial
+    with torch.set_grad_enabled(grad):
+        expected_activations, chunked_activations, activations = [], [], []
+        expected = reference_forward(net, images, expected_activations)
+        chunked = net.forward_in_chunks(images, chunked_activations)
+        whole = net(images, activations)
+    for outputs, layers in ((chunked, chunked_activations), (whole, activations)):
+        assert torch.equal(outputs, expected)
+        assert all(torch.equal(a, b) for a, b in zip(layers, expected_activations, strict=True))
+    if grad:
+        reference_grads = torch.autograd.grad(expected.square().sum(), list(net.parameters()))
+        grads = torch.autograd.grad(whole.square().sum(), list(net.parameters()))
+        assert all(torch.equal(a, b) for a, b in zip(grads, reference_grads))
+
+
 def test_masked_counts_equal_the_smaller_dense_model():
     big = MaskedNet(get_masked_net_spec("conv64-conv32"), (1, 28, 28), 10)
     small = MaskedNet(MaskedNetSpec("s", (HiddenLayer("conv", 20, pool=True), HiddenLayer("conv", 7, pool=True))),

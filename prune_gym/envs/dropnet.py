@@ -207,7 +207,7 @@ class _DropNetCore:
             return loss.item()
 
         def evaluate() -> dict[str, float]:
-            scores = evaluate_classifier(model, self.x_val, self.y_val, self.dataset, self.device)
+            scores = evaluate_classifier(model.forward_in_chunks, self.x_val, self.y_val, self.dataset, self.device)
             return {"score": -scores["cross_entropy"], "val_accuracy": scores["accuracy"],
                     "val_cross_entropy": scores["cross_entropy"]}
 
@@ -218,10 +218,10 @@ class _DropNetCore:
     @torch.no_grad()
     def _measure(self, epochs: int) -> TrainedNetwork:
         model = self.model.eval()
-        val = evaluate_classifier(model, self.x_val, self.y_val, self.dataset, self.device)
-        test = evaluate_classifier(model, self.x_test, self.y_test, self.dataset, self.device)
+        val = evaluate_classifier(model.forward_in_chunks, self.x_val, self.y_val, self.dataset, self.device)
+        test = evaluate_classifier(model.forward_in_chunks, self.x_test, self.y_test, self.dataset, self.device)
         batches = (self.train_inputs[start:start + 1000] for start in range(0, len(self.train_labels), 1000))
-        scores = [layer.numpy() for layer in mean_abs_activation(model, batches)]
+        scores = [layer.numpy() for layer in mean_abs_activation(model.forward_in_chunks, batches)]
         state = {name: value.clone() for name, value in model.state_dict().items()}
         return TrainedNetwork(state, val["accuracy"], val["cross_entropy"], test["accuracy"], scores, epochs)
 
