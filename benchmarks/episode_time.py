@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     policy = get_policy(args.env_id, policy_name).make(env.unwrapped)
     start = time.perf_counter()
     env.reset(seed=args.seed)
-    print(f"first reset: {time.perf_counter() - start:.1f} s", flush=True)
+    first_reset = time.perf_counter() - start
+    print(f"first reset: {first_reset:.1f} s", flush=True)
     start = time.perf_counter()
     observation, info = env.reset(seed=args.seed + 1)
     episode_start = time.perf_counter()
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     summary = json.dumps({
         "label": args.label, "env_id": args.env_id, "env_kwargs": args.env_kwargs, "policy": policy_name,
         "threads": torch.get_num_threads(),
+        "first_reset_s": round(first_reset, 1), "reset_s": round(episode_start - start, 1),
         "steps": steps, "episode_done": done, "episode_s": round(total, 1), "seconds_per_step": round(total / steps, 2),
         "macs_kept": round(info["macs"] / info["macs_full"], 4),
         "params_kept": round(info["params"] / info["params_full"], 4),
