@@ -252,10 +252,7 @@ def writable_location(path: Path) -> Path:
 
     Pretraining keeps its resumable progress here, so a read-only cache directory does not cost
     the checkpoints of a run whose weights end up in a fallback."""
-    for candidate in (path, *(directory / path.name for directory in fallback_cache_dirs(create=False))):
-        if is_writable_dir(candidate.parent):
-            return candidate
-    return path
+    return next((candidate for candidate in _write_targets(path) if is_writable_dir(candidate.parent)), path)
 
 
 def write_cache(path: Path, key: dict[str, Any], model: nn.Module, metrics: dict[str, Any]) -> Path | None:
