@@ -199,6 +199,11 @@ def check_run_fits_env(run_dir: Path, config: dict[str, Any], env: Any) -> None:
     """Refuse to let a run act in an env whose id, dataset, backbone/network or ``k`` differ from
     those it was trained on (it would act on features it never saw, or fail on a size mismatch)."""
     trained, acting = run_identity(config), env_identity(env)
+    from prune_gym.registry import arena_base
+
+    if "env_id" in trained and arena_base(trained["env_id"]) == acting.get("env_id"):
+        # Trained in an arena, acting in its base id: the same spaces and reward at the full budget.
+        acting = {**acting, "env_id": trained["env_id"]}
     different = [key for key in trained if key in acting and trained[key] != acting[key]]
     if different:
         raise RunMismatchError(

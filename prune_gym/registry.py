@@ -23,6 +23,9 @@ class EnvEntry:
     description: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     vector_entry_point: str | None = None
+    # For an arena: the id whose network, actions, observation and reward it keeps at a smaller
+    # budget, so an agent trained in the arena may act there (at the family's full budget).
+    arena_of: str | None = None
 
     @property
     def family(self) -> str:
@@ -138,28 +141,33 @@ ENV_TABLE: tuple[EnvEntry, ...] = (
         "DropNet-MNIST-Conv-Arena-v0", _DROPNET,
         "Arena: DropNet-MNIST-Conv-v0 retraining each cycle for at most 2 epochs of batch 64 (patience 1), not 8 of 32",
         {"dataset": "mnist", "network": "conv64-conv32", "max_epochs": 2, "patience": 1, "batch_size": 64},
+        arena_of="DropNet-MNIST-Conv-v0",
     ),
     EnvEntry(
         "LayerPrune-MNIST-Arena-v1", _LAYERPRUNE,
         "Arena: LayerPrune-MNIST-v1 with 16 Adam steps per env step (not an epoch), ν and γ rates scaled",
         {"dataset": "mnist", "iterations_per_step": 16, "nu_rate": 0.04, "gamma_lr": 0.04},
+        arena_of="LayerPrune-MNIST-v1",
     ),
     EnvEntry(
         "LayerPrune-CIFAR10-Arena-v1", _LAYERPRUNE,
         "Arena: LayerPrune-CIFAR10-v1 with 16 Adam steps per env step, ν and γ rates scaled, 2,000 val images",
         {"dataset": "cifar10", "iterations_per_step": 16, "nu_rate": 0.04, "gamma_lr": 0.04, "val_images": 2000},
+        arena_of="LayerPrune-CIFAR10-v1",
     ),
     EnvEntry(
         "AlphaBlend-CIFAR10-Arena-v1", _ALPHABLEND,
         "Arena: AlphaBlend-CIFAR10-v1 with a 12-step budget of 10 Adam steps, 5,000 training and 1,000 val images",
         {"dataset": "cifar10", "backbone": "cnn4", "budget_steps": 12, "iterations_per_step": 10,
          "train_subset": 5000, "val_images": 1000},
+        arena_of="AlphaBlend-CIFAR10-v1",
     ),
     EnvEntry(
         "MaskOffset-CIFAR10-Arena-v0", _MASKOFFSET,
         "Arena: MaskOffset-CIFAR10-v0 aiming at 50 % of the FLOPs, 40 pruning and 40 fine-tuning iterations of 32",
         {"dataset": "cifar10", "network": "resnet20", "target_flops": 0.5, "max_iter": 40, "iterations_per_step": 4,
          "batch_size": 32, "finetune_iterations": 40, "val_images": 250},
+        arena_of="MaskOffset-CIFAR10-v0",
     ),
 )
 
@@ -178,6 +186,13 @@ def get_entry(env_id: str) -> EnvEntry:
     raise gym.error.UnregisteredEnv(
         f"Unknown environment id {env_id!r}. Registered prune-gym ids: {', '.join(env_ids())}"
     )
+
+
+def arena_base(env_id: str) -> str | None:
+    """The id an arena keeps the dynamics of (``"LayerPrune-MNIST-Arena-v1"`` →
+    ``"LayerPrune-MNIST-v1"``); None for an id that is not an arena or not registered here."""
+    bare_id = env_id.split(":", 1)[-1]
+    return next((entry.arena_of for entry in ENV_TABLE if entry.id == bare_id), None)
 
 
 def family_of(env_id: str) -> str:

@@ -305,3 +305,18 @@ def test_rnp_dqn_prints_progress_lines_without_a_terminal(tmp_path, caplog, monk
         train_run("CartPole-v1", "rnp-dqn", timesteps=60, out=tmp_path / "run", hyperparams=TINY_MLP)
     lines = progress_lines(caplog, "rnp-dqn (MLP): ")
     assert len(lines) >= 60 and lines[-1].startswith("rnp-dqn (MLP): 60/60 iterations (100 %)")
+
+
+def test_an_agent_trained_in_an_arena_acts_in_its_base_id_and_nowhere_else(tmp_path):
+    """An arena keeps its base id's spaces and reward at a smaller budget, so a run trained there
+    is evaluated at the family's full budget; any other id (another dataset) is still refused."""
+    from prune_gym.agents.runs import check_run_fits_env
+
+    config = {"env_id": "LayerPrune-MNIST-Arena-v1", "env_kwargs": {},
+              "env_identity": {"env_id": "LayerPrune-MNIST-Arena-v1", "dataset": "mnist"}}
+    check_run_fits_env(tmp_path, config, gym.make("LayerPrune-MNIST-v1"))
+    with pytest.raises(RunMismatchError, match="its env_id, dataset differ"):
+        check_run_fits_env(tmp_path, config, gym.make("LayerPrune-CIFAR10-v1"))
+    base_run = {**config, "env_identity": {"env_id": "LayerPrune-MNIST-v1", "dataset": "mnist"}}
+    with pytest.raises(RunMismatchError, match="its env_id differ"):  # only arena → base
+        check_run_fits_env(tmp_path, base_run, gym.make("LayerPrune-MNIST-Arena-v1"))

@@ -7,7 +7,16 @@ import pytest
 
 import prune_gym
 from prune_gym.cli import main as cli_main
-from prune_gym.registry import ENV_TABLE, FAMILIES, env_ids, family_of, get_entry, ids_of_family, is_family
+from prune_gym.registry import (
+    ENV_TABLE,
+    FAMILIES,
+    arena_base,
+    env_ids,
+    family_of,
+    get_entry,
+    ids_of_family,
+    is_family,
+)
 
 
 def test_import_registers_every_id_without_loading_torch():
@@ -44,6 +53,22 @@ def test_every_id_has_one_family_from_the_table():
                                            "AlphaBlend-CIFAR10-Arena-v1"]
     with pytest.raises(gym.error.UnregisteredEnv):
         family_of("CartPole-v1")
+
+
+@pytest.mark.parametrize("entry", [entry for entry in ENV_TABLE if entry.arena_of], ids=lambda entry: entry.id)
+def test_an_arena_keeps_its_base_ids_family_and_spaces(entry):
+    """Agents trained in an arena act in its base id (evaluation at the full budget), so both
+    must be one family with the same action and observation spaces."""
+    base = get_entry(entry.arena_of)
+    assert base.family == entry.family and base.arena_of is None and arena_base(entry.id) == base.id
+    arena, full = gym.make(entry.id).unwrapped, gym.make(base.id).unwrapped  # nothing loads before reset
+    assert arena.action_space == full.action_space and arena.observation_space == full.observation_space
+
+
+def test_every_arena_names_its_base():
+    arenas = {entry.id for entry in ENV_TABLE if "-Arena-" in entry.id}
+    assert arenas == {entry.id for entry in ENV_TABLE if entry.arena_of}
+    assert arena_base("LayerPrune-MNIST-v1") is None and arena_base("CartPole-v1") is None
 
 
 @pytest.mark.parametrize("command", ["pretrain", "bench"])
