@@ -13,8 +13,9 @@ the machine's other load moves them.
 from __future__ import annotations
 
 import argparse
-import json
 import time
+
+from summary_line import print_summary
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -58,18 +59,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"step {steps}: {time.perf_counter() - step_start:.1f} s, MACs kept "
               f"{info['macs'] / info['macs_full']:.3f}", flush=True)
     total = time.perf_counter() - episode_start
-    summary = json.dumps({
+    print_summary({
         "label": args.label, "env_id": args.env_id, "env_kwargs": args.env_kwargs, "policy": policy_name,
         "threads": torch.get_num_threads(),
         "first_reset_s": round(first_reset, 1), "reset_s": round(episode_start - start, 1),
         "steps": steps, "episode_done": done, "episode_s": round(total, 1), "seconds_per_step": round(total / steps, 2),
         "macs_kept": round(info["macs"] / info["macs_full"], 4),
         "params_kept": round(info["params"] / info["params_full"], 4),
-        "test_accuracy": info["test_accuracy"]})  # None until an episode ends
-    print(summary)
-    if args.json:
-        with open(args.json, "a") as file:
-            file.write(summary + "\n")
+        "test_accuracy": info["test_accuracy"]}, args.json)  # test_accuracy: None until an episode ends
 
 
 if __name__ == "__main__":

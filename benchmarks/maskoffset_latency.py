@@ -13,9 +13,10 @@ the figure to quote. Figures only: nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
+
+from summary_line import print_summary
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,17 +37,12 @@ def main(argv: list[str] | None = None) -> None:
     import prune_gym  # noqa: F401 - registers the ids
     from prune_gym.baselines.registry import get_policy
     from prune_gym.cli import parse_env_kwargs
-    from prune_gym.policies import make_env
+    from prune_gym.policies import make_env, play_episode
     from prune_gym.pruning.deploy import batch1_ms
 
     torch.set_num_threads(args.threads)
     env = make_env(args.env_id, parse_env_kwargs(args.env_kwargs), None)
-    policy = get_policy(args.env_id, args.policy).make(env.unwrapped)
-    observation, info = env.reset(seed=args.seed)
-    done = False
-    while not done:
-        observation, _, terminated, truncated, info = env.step(policy(observation, info))
-        done = terminated or truncated
+    start, *_, final = play_episode(env, get_policy(args.env_id, args.policy), args.seed)
     unwrapped = env.unwrapped
     networks = {"full": unwrapped.original_model().eval(), "pruned": unwrapped.pruned_model().eval()}
     data = unwrapped.data
@@ -64,20 +60,16 @@ def main(argv: list[str] | None = None) -> None:
                 throughput[name].append(args.batch_size / (time.perf_counter() - started))
     summary = {
         "env_id": args.env_id, "policy": args.policy, "seed": args.seed, "threads": args.threads,
-        "env_kwargs": args.env_kwargs, "macs_fraction": info["macs"] / info["macs_full"],
-        "params_fraction": info["params"] / info["params_full"], "test_accuracy": info["test_accuracy"],
-        "test_accuracy_full": info.get("test_accuracy_original"),
+        "env_kwargs": args.env_kwargs, "macs_fraction": final["macs"] / final["macs_full"],
+        "params_fraction": final["params"] / final["params_full"], "test_accuracy": final["test_accuracy"],
+        "test_accuracy_full": start["test_accuracy"],  # the reset row: nothing pruned yet
         "batch1_ms_full": statistics.median(batch1["full"]), "batch1_ms_pruned": statistics.median(batch1["pruned"]),
         "images_per_s_full": statistics.median(throughput["full"]),
         "images_per_s_pruned": statistics.median(throughput["pruned"]), "batch_size": args.batch_size,
     }
     summary["batch1_speedup"] = summary["batch1_ms_full"] / summary["batch1_ms_pruned"]
     summary["throughput_speedup"] = summary["images_per_s_pruned"] / summary["images_per_s_full"]
-    line = json.dumps(summary)
-    print(line)
-    if args.json:
-        with open(args.json, "a") as handle:
-            handle.write(line + "\n")
+    print_summary(summary, args.json)
 
 
 if __name__ == "__main__":

@@ -191,8 +191,10 @@ def get_entry(env_id: str) -> EnvEntry:
 def arena_base(env_id: str) -> str | None:
     """The id an arena keeps the dynamics of (``"LayerPrune-MNIST-Arena-v1"`` →
     ``"LayerPrune-MNIST-v1"``); None for an id that is not an arena or not registered here."""
-    bare_id = env_id.split(":", 1)[-1]
-    return next((entry.arena_of for entry in ENV_TABLE if entry.id == bare_id), None)
+    try:
+        return get_entry(env_id).arena_of
+    except gym.error.UnregisteredEnv:  # e.g. Gymnasium's CartPole-v1, which agents also train on
+        return None
 
 
 def family_of(env_id: str) -> str:
