@@ -23,10 +23,11 @@ A results directory belongs to one comparison setting: ``compare.json`` records 
 env kwargs and the evaluation file. Running ``compare`` again into the same ``DIR`` appends: the
 earlier rows stay in ``results.csv`` and the tables are rebuilt from old and new rows together. A
 run whose (policy, seed) is already there is refused unless ``overwrite`` (``--overwrite``), which
-replaces those rows; another env id or other settings are refused (they would mix incomparable
-rows). ``--report-only`` checks the env id against ``compare.json`` too. Earlier rows come back
-from the CSV, so columns a family's runner keeps only in memory (e.g. LayerPrune's layer
-histories) are missing for them in the family's own report.
+replaces those rows, or ``resume`` (``--resume``), which skips them: after a kill, or to add agents or
+seeds to a comparison, only the missing runs are played; another env id or other settings are
+refused (they would mix incomparable rows). ``--report-only`` checks the env id against
+``compare.json`` too. Earlier rows come back from the CSV, so columns a family's runner keeps only
+in memory (e.g. LayerPrune's layer histories) are missing for them in the family's own report.
 """
 
 from __future__ import annotations
@@ -95,11 +96,12 @@ def compare(
     env_kwargs: dict[str, Any] | None = None,
     overwrite: bool = False,
     ray: str | None = None,
+    resume: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every selected policy and agent for seeds ``0..seeds-1`` on ``env_id`` and write
     ``results.csv``, ``results.md`` and ``pareto.png`` into ``out``, after the rows an earlier
-    comparison left there (see the module docstring; ``overwrite`` replaces runs done before).
-    Returns every row, earlier ones included.
+    comparison left there (see the module docstring; ``overwrite`` replaces runs done before,
+    ``resume`` skips them). Returns every row, earlier ones included.
 
     With ``ray`` (``"local"`` or a cluster's address) every (policy, seed) run is one Ray task, all
     running at once; the rows are the same and in the same order as without it (each run is seeded
@@ -107,6 +109,8 @@ def compare(
     ``eval_data`` must be readable on every node at the same path."""
     if seeds < 1:
         raise ValueError(f"--seeds must be ≥ 1, got {seeds}.")
+    if overwrite and resume:
+        raise ValueError("--overwrite reruns the runs DIR already holds and --resume skips them: pass one of the two.")
     if ray is not None:
         require_ray()  # before anything is written
     if eval_data is not None and not Path(eval_data).is_file():
@@ -126,6 +130,12 @@ def compare(
     # unpruned network), and every policy has results early on.
     runs = [(policy, seed) for seed in range(seeds) for policy in selected]
     settings = comparison_settings(env_id, env_kwargs, eval_data)
+    if resume:
+        held = runs_held(out)
+        skipped = sum((policy.name, seed) in held for policy, seed in runs)
+        runs = [(policy, seed) for policy, seed in runs if (policy.name, seed) not in held]
+        logger.info("--resume: %d of the planned runs are already in %s; running the other %d.", skipped, out,
+                    len(runs))
     rows = earlier_rows(out, settings, {(policy.name, seed) for policy, seed in runs}, overwrite)
     order = list(dict.fromkeys([*(row["policy"] for row in rows), *(policy.name for policy in selected)]))
     out.mkdir(parents=True, exist_ok=True)
@@ -146,6 +156,8 @@ def compare(
     map_tasks(runner, [(env_id, policy, seed, dict(env_kwargs or {}), eval_data) for policy, seed in runs], ray,
               on_result=done)
     progress.close()
+    if not runs:  # --resume found every run done: the tables are still rebuilt from the rows
+        write_outputs(all_rows(), out, env_id, order)
     return all_rows()
 
 
@@ -191,6 +203,12 @@ def check_same_env(out: Path, stored: dict[str, Any] | None, env_id: str) -> Non
                          f"{env_id}.")
 
 
+def runs_held(out: Path) -> set[tuple[str, int]]:
+    """The (policy, seed) runs ``out/results.csv`` already holds (none without the file)."""
+    results = out / "results.csv"
+    return {(row["policy"], row["seed"]) for row in read_csv(results)} if results.is_file() else set()
+
+
 def earlier_rows(out: Path, settings: dict[str, Any], planned: set[tuple[str, int]],
                  overwrite: bool) -> list[dict[str, Any]]:
     """The rows already in ``out/results.csv`` that the new runs keep.
@@ -217,7 +235,7 @@ def earlier_rows(out: Path, settings: dict[str, Any], planned: set[tuple[str, in
     if done and not overwrite:
         listed = ", ".join(f"{policy} seed {seed}" for policy, seed in done[:6]) + (", …" if len(done) > 6 else "")
         raise ValueError(f"{results} already holds {len(done)} of these runs ({listed}). Pass --overwrite to "
-                         "replace them, choose other --policies/--seeds, or use another --out DIR.")
+                         "replace them, --resume to skip them and run only the others, or another --out DIR.")
     return [row for row in rows if (row["policy"], row["seed"]) not in planned]
 
 

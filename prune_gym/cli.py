@@ -235,7 +235,7 @@ def command_compare(args: argparse.Namespace) -> None:
     else:
         rows = compare(args.env_id, policies=args.policies, agent_dirs=args.agents, seeds=args.seeds,
                        eval_data=args.eval_data, out=args.out, env_kwargs=parse_env_kwargs(args.env_kwargs),
-                       overwrite=args.overwrite, ray=args.ray)
+                       overwrite=args.overwrite, ray=args.ray, resume=args.resume)
     print((Path(args.out) / "results.md").read_text())
     print(f"{Path(args.out) / 'results.csv'} holds {len(rows)} rows; wrote results.md and pareto.png beside it")
 
@@ -327,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "comparison's results.csv there")
     compare.add_argument("--overwrite", action="store_true",
                          help="replace the rows of runs (policy, seed) that DIR already holds instead of refusing")
+    compare.add_argument("--resume", action="store_true",
+                         help="skip the runs (policy, seed) that DIR already holds and run only the others: after a "
+                              "kill, or to add agents or seeds to a comparison")
     compare.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE")
     compare.add_argument("--list", action="store_true", help="only list the policies (name and description)")
     compare.add_argument("--report-only", action="store_true",

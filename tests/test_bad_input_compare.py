@@ -76,6 +76,22 @@ def test_cli_overwrite_flag(fast_runs, tmp_path, capsys):
     assert "holds 1 rows" in capsys.readouterr().out
 
 
+def test_resume_runs_only_what_the_directory_lacks(fast_runs, tmp_path, capsys):
+    """A comparison killed after some runs, or one that gains an agent or seeds, plays only the
+    missing (policy, seed) runs and keeps every earlier row as it was."""
+    out = tmp_path / "out"
+    compare(FC, policies="min", seeds=1, out=out)
+    rows = compare(FC, policies="min,max", seeds=2, out=out, resume=True)
+    assert fast_runs.calls == 4  # min seed 0 was not played again
+    assert csv_runs(out) == [("min", "0", "0.01"), ("max", "0", "0.02"), ("min", "1", "0.13"), ("max", "1", "0.14")]
+    assert len(rows) == 4
+    cli_main(["compare", FC, "--policies", "min,max", "--seeds", "2", "--out", str(out), "--resume"])
+    assert fast_runs.calls == 4 and len(csv_runs(out)) == 4  # nothing left to run; the tables are rebuilt
+    assert "| max | 2 |" in (out / "results.md").read_text() and "holds 4 rows" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="pass one of the two"):
+        compare(FC, policies="min", out=out, resume=True, overwrite=True)
+
+
 def test_another_env_or_other_settings_are_refused_in_the_same_directory(fast_runs, tmp_path):
     out = tmp_path / "out"
     compare(FC, policies="min", out=out, env_kwargs={"max_cycles": 2})
