@@ -92,3 +92,23 @@ def test_one_batchnorm_per_input_output_group_pair():
     assert model.norm_index(2, groups_in=3, groups_out=2) == 9
     assert model.norms[2][9].num_features == 64  # 2 of 4 groups of 128 channels
     assert model.input_groups(2, 48) == 3 and model.input_groups(1, 32) == 1
+
+
+@pytest.mark.parametrize("shape", [(64, 32, 16, 16), (40, 16, 17, 15), (1, 8, 8, 8)])
+def test_channels_last_pooling_gives_max_pool2d_bits(shape):
+    """The pairwise-maxima pooling of the batched runtime (large maps, odd sizes cropped like
+    F.max_pool2d) and its fallbacks (small maps, NCHW maps, autograd) return F.max_pool2d's values
+    in channels_last."""
+    from prune_gym.models.pooling import PAIRWISE_MIN_ELEMENTS, max_pool_2x2_channels_last
+
+    torch.manual_seed(0)
+    x = torch.randn(*shape).contiguous(memory_format=torch.channels_last)
+    assert (x.numel() >= PAIRWISE_MIN_ELEMENTS) == (shape[0] > 1)  # both paths are exercised
+    with torch.no_grad():
+        pooled = max_pool_2x2_channels_last(x)
+        assert torch.equal(pooled, torch.nn.functional.max_pool2d(x, 2))
+        assert pooled.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(max_pool_2x2_channels_last(x.contiguous()), pooled)
+    x.requires_grad_(True)
+    max_pool_2x2_channels_last(x).sum().backward()  # with autograd: F.max_pool2d's one-winner gradient
+    assert torch.equal(x.grad.sum(), torch.tensor(float(pooled.numel())))

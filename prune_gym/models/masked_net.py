@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prune_gym.models.pooling import max_pool_2x2
+
 FORWARD_CHUNK = 128  # images per pass of MaskedNet.forward_in_chunks (see there why)
 
 
@@ -165,18 +167,3 @@ class MaskedNet(nn.Module):
         if activations is not None:
             activations.extend(torch.cat(layer) for layer in zip(*per_chunk))
         return torch.cat(outputs)
-
-
-def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
-    """``F.max_pool2d(x, 2)`` of an NCHW map; without autograd computed in channels_last and
-    returned NCHW.
-
-    Why: on this project's CPU (torch 2.14, AVX2) the NCHW max-pooling kernel is 2–6× slower
-    forward than the two layout copies plus the channels_last kernel, but with its backward the
-    round trip gains nothing (`benchmarks/maxpool_layout.py`); DropNet's evaluation passes and
-    activation metric run without autograd and were half of a conv step. Max-pooling picks values,
-    so the result is the same bits either way; the convolutions stay NCHW, so every DropNet figure
-    is unchanged."""
-    if torch.is_grad_enabled():
-        return F.max_pool2d(x, 2)
-    return F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 2).contiguous()

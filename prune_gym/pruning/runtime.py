@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from prune_gym.models.grouped_cnn import BackboneSpec, GroupedCNN, run_grouped
+from prune_gym.models.pooling import max_pool_2x2_channels_last
 from prune_gym.pruning.counting import LayerCost, trace_layer_costs
 
 # decide(observations: float32 numpy N×obs_dim) -> actions in 0..k-1 (compute action+1 groups),
@@ -107,7 +108,7 @@ class RuntimePrunedNet:
         weight, bias = self._layer_weights(layer, 1 if layer == 0 else groups, x.shape[1])
         y = F.conv2d(x, weight, bias, padding=1)
         if self.backbone.spec.pool_after[layer]:
-            return F.relu_(F.max_pool2d(y, 2))
+            return F.relu_(max_pool_2x2_channels_last(y))
         return F.relu_(y)
 
     def stem(self, images: torch.Tensor) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
