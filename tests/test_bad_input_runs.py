@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -320,3 +321,19 @@ def test_an_agent_trained_in_an_arena_acts_in_its_base_id_and_nowhere_else(tmp_p
     base_run = {**config, "env_identity": {"env_id": "LayerPrune-MNIST-v1", "dataset": "mnist"}}
     with pytest.raises(RunMismatchError, match="its env_id differ"):  # only arena → base
         check_run_fits_env(tmp_path, base_run, gym.make("LayerPrune-MNIST-Arena-v1"))
+
+
+ARENA_DOCS = Path(__file__).parent.parent / "docs" / "arena"
+KEPT_RUNS = sorted(path.parent for path in ARENA_DOCS.glob("*/agents/*/config.json"))
+
+
+@pytest.mark.parametrize("run_dir", KEPT_RUNS, ids=[run.name for run in KEPT_RUNS])
+def test_the_trained_runs_kept_in_docs_still_load_and_act(run_dir):
+    """The README's arena comparisons rerun from the runs kept in docs/arena/*/agents: a change of
+    the run format, of an env's spaces or of the Q-network would silently orphan them."""
+    policy = load_agent_policy(run_dir)
+    env_id = read_config(run_dir)["env_id"]
+    env = gym.make(env_id)  # no reset: the spaces are known without data or training
+    act = policy.make(env)
+    action = act(env.observation_space.sample(), {})
+    assert env.action_space.contains(np.int64(action))
