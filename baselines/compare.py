@@ -130,13 +130,15 @@ def compare(
     # unpruned network), and every policy has results early on.
     runs = [(policy, seed) for seed in range(seeds) for policy in selected]
     settings = comparison_settings(env_id, env_kwargs, eval_data)
-    if resume:
-        held = runs_held(out)
-        skipped = sum((policy.name, seed) in held for policy, seed in runs)
+    if resume:  # every stored row stays; only the runs they do not hold are played
+        rows = earlier_rows(out, settings, set(), overwrite=False)
+        held = {(row["policy"], row["seed"]) for row in rows}
+        planned = len(runs)
         runs = [(policy, seed) for policy, seed in runs if (policy.name, seed) not in held]
-        logger.info("--resume: %d of the planned runs are already in %s; running the other %d.", skipped, out,
-                    len(runs))
-    rows = earlier_rows(out, settings, {(policy.name, seed) for policy, seed in runs}, overwrite)
+        logger.info("--resume: %d of the planned runs are already in %s; running the other %d.",
+                    planned - len(runs), out, len(runs))
+    else:
+        rows = earlier_rows(out, settings, {(policy.name, seed) for policy, seed in runs}, overwrite)
     order = list(dict.fromkeys([*(row["policy"] for row in rows), *(policy.name for policy in selected)]))
     out.mkdir(parents=True, exist_ok=True)
     write_settings(out, settings)
@@ -201,12 +203,6 @@ def check_same_env(out: Path, stored: dict[str, Any] | None, env_id: str) -> Non
         raise ValueError(f"{out} holds results of {stored['env_id']} (see {out / SETTINGS_FILE}), not {env_id}. "
                          f"Use `prune-gym compare {stored['env_id']} ... --out {out}`, or another --out DIR for "
                          f"{env_id}.")
-
-
-def runs_held(out: Path) -> set[tuple[str, int]]:
-    """The (policy, seed) runs ``out/results.csv`` already holds (none without the file)."""
-    results = out / "results.csv"
-    return {(row["policy"], row["seed"]) for row in read_csv(results)} if results.is_file() else set()
 
 
 def earlier_rows(out: Path, settings: dict[str, Any], planned: set[tuple[str, int]],
