@@ -49,8 +49,13 @@ class DQNConfig(CommonDQNConfig):
     env steps. ``agents/hyperparams/rnp-dqn.yml`` overrides these per env id."""
 
     agent_name: ClassVar[str] = "rnp-dqn (MLP agent for non-RNP envs)"
+    legacy_values: ClassVar[dict[str, Any]] = {"action_masks": False}
 
     train_frequency: int = 4  # env steps per gradient step
+    # Explore, act and bootstrap over the env's valid actions only (its action_masks(), the one
+    # contract's): no step is spent on an action the env refuses. Runs saved before this field
+    # existed load as False (legacy_values), so they act and resume as they were trained.
+    action_masks: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -90,23 +95,26 @@ def q_network_for(env: gym.Env, hidden_size: int) -> QNetwork:
 
 
 class TransitionReplay(RingReplay):
-    """Single transitions ``(s, a, r, s', terminated)``; ``capacity`` in transitions."""
+    """Single transitions ``(s, a, r, s', terminated, valid actions of s')``; ``capacity`` in transitions."""
 
-    fields = ("obs", "next_obs", "actions", "rewards", "terminated")
+    fields = ("obs", "next_obs", "actions", "rewards", "terminated", "next_masks")
 
-    def __init__(self, capacity: int, obs_size: int):
+    def __init__(self, capacity: int, obs_size: int, num_actions: int):
         self.obs = np.zeros((capacity, obs_size), dtype=np.float32)
         self.next_obs = np.zeros((capacity, obs_size), dtype=np.float32)
         self.actions = np.zeros(capacity, dtype=np.int64)
         self.rewards = np.zeros(capacity, dtype=np.float32)
         self.terminated = np.zeros(capacity, dtype=np.float32)
+        self.next_masks = np.ones((capacity, num_actions), dtype=bool)  # all valid: an unmasked agent's rows
         self.position = 0
         self.size = 0
 
-    def add(self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray, terminated: bool) -> None:
+    def add(self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray, terminated: bool,
+            next_mask: np.ndarray | None = None) -> None:
         row = self.position
         self.obs[row], self.actions[row], self.rewards[row] = obs, action, reward
         self.next_obs[row], self.terminated[row] = next_obs, float(terminated)
+        self.next_masks[row] = True if next_mask is None else next_mask
         self.position = (row + 1) % len(self.obs)
         self.size = min(len(self.obs), self.size + 1)
 
@@ -118,10 +126,14 @@ class TransitionReplay(RingReplay):
 
 def td_loss(online: QNetwork, target: QNetwork, batch: dict[str, torch.Tensor], gamma: float,
             double_dqn: bool) -> torch.Tensor:
-    """Huber TD loss of single transitions (truncation bootstraps, termination does not)."""
+    """Huber TD loss of single transitions (truncation bootstraps, termination does not); the
+    bootstrap maximises over the valid actions of s' (``next_masks``, all valid when unmasked)."""
     q_taken = online(batch["obs"]).gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)
     with torch.no_grad():
-        next_values = bootstrap_values(online(batch["next_obs"]), target(batch["next_obs"]), double_dqn)
+        next_values = bootstrap_values(online(batch["next_obs"]), target(batch["next_obs"]), double_dqn,
+                                       batch["next_masks"])
+        # where, not only the product below: a terminal state may have no valid action (max = -inf).
+        next_values = torch.where(batch["terminated"] > 0, 0.0, next_values)
         targets = batch["rewards"] + gamma * (1.0 - batch["terminated"]) * next_values
     return F.smooth_l1_loss(q_taken, targets)
 
@@ -129,6 +141,12 @@ def td_loss(online: QNetwork, target: QNetwork, batch: dict[str, torch.Tensor], 
 # ----------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------
+
+
+def valid_actions(env: gym.Env) -> np.ndarray | None:
+    """The env's ``action_masks()`` (bool, one per action) now, or None if it has none."""
+    masks = getattr(env.unwrapped, "action_masks", None)
+    return None if masks is None else np.asarray(masks(), dtype=bool)
 
 
 def make_training_env(env_id: str, env_kwargs: dict[str, Any], config: DQNConfig) -> gym.Env:
@@ -152,7 +170,8 @@ class DQNTrainer:
         torch.manual_seed(seed)
         self.learner = QLearner(lambda: q_network_for(env, config.hidden_size), config)
         self.rng = np.random.default_rng(seed)
-        self.replay = TransitionReplay(config.buffer_size, int(np.prod(env.observation_space.shape)))
+        self.replay = TransitionReplay(config.buffer_size, int(np.prod(env.observation_space.shape)),
+                                       int(env.action_space.n))
         self.total_iterations = config.timesteps
         self.iteration = 0
         self.metrics: list[dict[str, float]] = []
@@ -177,9 +196,11 @@ class DQNTrainer:
         obs = np.asarray(self.episode_obs, dtype=np.float32).reshape(-1)
         with torch.no_grad():
             q_values = self.learner.online(torch.from_numpy(obs).unsqueeze(0)).numpy()
-        action = int(epsilon_greedy(q_values, self.epsilon(), self.rng)[0])
+        mask = self._valid_actions()
+        action = int(epsilon_greedy(q_values, self.epsilon(), self.rng, None if mask is None else mask[None])[0])
         next_obs, reward, terminated, truncated, info = env.step(action)
-        self.replay.add(obs, action, float(reward), np.asarray(next_obs, dtype=np.float32).reshape(-1), terminated)
+        self.replay.add(obs, action, float(reward), np.asarray(next_obs, dtype=np.float32).reshape(-1), terminated,
+                        self._valid_actions())
         self.episode_return += float(reward)
         self.episode_length += 1
         row: dict[str, float] = {}
@@ -195,6 +216,10 @@ class DQNTrainer:
                         if info.get(key) is not None})
             self.episode_obs = None
         return row
+
+    def _valid_actions(self) -> np.ndarray | None:
+        """The env's valid actions now, if this agent uses masks and the env has them."""
+        return valid_actions(self.env) if self.config.action_masks else None
 
     def train(self, callback: IterationCallback | None = None,
               checkpoint: Callable[[DQNTrainer], None] | None = None) -> list[dict[str, float]]:
@@ -225,12 +250,17 @@ class DQNTrainer:
 # ----------------------------------------------------------------------------------------------
 
 
-def greedy_policy(network: QNetwork) -> Callable[[np.ndarray, dict[str, Any]], int]:
-    """``policy(obs, info) -> action``: the greedy action of a trained :class:`QNetwork`."""
+def greedy_policy(network: QNetwork, env: gym.Env | None = None) -> Callable[[np.ndarray, dict[str, Any]], int]:
+    """``policy(obs, info) -> action``: the greedy action of a trained :class:`QNetwork`; given
+    ``env`` (an agent trained with ``action_masks``), among that env's valid actions only."""
 
     @torch.no_grad()
     def policy(obs: np.ndarray, info: dict[str, Any]) -> int:
-        return int(network(torch.as_tensor(obs, dtype=torch.float32).reshape(1, -1)).argmax())
+        q_values = network(torch.as_tensor(obs, dtype=torch.float32).reshape(1, -1))
+        mask = None if env is None else valid_actions(env)
+        if mask is not None:
+            q_values = q_values.masked_fill(~torch.from_numpy(mask), -torch.inf)
+        return int(q_values.argmax())
 
     return policy
 

@@ -43,6 +43,9 @@ class CommonDQNConfig:
     """
 
     agent_name: ClassVar[str] = "rnp-dqn"  # how errors name the agent
+    # Fields added after runs were saved, with the value that matches how those runs were trained
+    # (their config.json and final_model.pt lack the name); see from_saved.
+    legacy_values: ClassVar[dict[str, Any]] = {}
 
     timesteps: int = 200_000
     gamma: float = 1.0  # RNP episodes are a few decisions long and end with the loss: no discounting
@@ -82,6 +85,13 @@ class CommonDQNConfig:
         if unknown:
             raise ValueError(f"Unknown {cls.agent_name} hyperparameters {unknown}; valid: {sorted(names)}.")
         return cls(**values)
+
+    @classmethod
+    def from_saved(cls, values: dict[str, Any]) -> CommonDQNConfig:
+        """The config a saved run (``config.json``'s hyperparams, ``final_model.pt``'s config) was
+        trained with: as :meth:`CommonDQNConfig.from_dict`, but a field the run predates takes its
+        ``legacy_values`` entry."""
+        return cls.from_dict({**cls.legacy_values, **values})
 
 
 class HyperparameterError(ValueError):
@@ -148,7 +158,8 @@ class RingReplay:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         size = int(state["size"])
         for name in self.fields:
-            getattr(self, name)[:size] = torch.as_tensor(state[name]).numpy()
+            if name in state:  # a field added since the checkpoint was written keeps its initial rows
+                getattr(self, name)[:size] = torch.as_tensor(state[name]).numpy()
         self.position, self.size = int(state["position"]), size
 
 
@@ -157,8 +168,13 @@ class RingReplay:
 # ----------------------------------------------------------------------------------------------
 
 
-def bootstrap_values(next_q_online: torch.Tensor, next_q_target: torch.Tensor, double_dqn: bool) -> torch.Tensor:
-    """max_a Q'(s', a), with the action chosen by the online network under Double DQN."""
+def bootstrap_values(next_q_online: torch.Tensor, next_q_target: torch.Tensor, double_dqn: bool,
+                     next_masks: torch.Tensor | None = None) -> torch.Tensor:
+    """max_a Q'(s', a), with the action chosen by the online network under Double DQN; with
+    ``next_masks`` (bool, like the Q-values) the max runs over the valid actions of s' only."""
+    if next_masks is not None:
+        next_q_online = next_q_online.masked_fill(~next_masks, -torch.inf)
+        next_q_target = next_q_target.masked_fill(~next_masks, -torch.inf)
     if double_dqn:
         return next_q_target.gather(-1, next_q_online.argmax(-1, keepdim=True)).squeeze(-1)
     return next_q_target.max(-1).values
@@ -220,12 +236,23 @@ def epsilon_at(progress: float, config: CommonDQNConfig) -> float:
     return float(min(config.eps_start, max(config.eps_min, epsilon)))
 
 
-def epsilon_greedy(q_values: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
+def epsilon_greedy(q_values: np.ndarray, epsilon: float, rng: np.random.Generator,
+                   masks: np.ndarray | None = None) -> np.ndarray:
     """Greedy actions of ``q_values`` (N×A), each replaced with probability ε by one drawn
-    uniformly from *all* ``A`` actions (two public RNP reproductions left out "keep every group")."""
+    uniformly from *all* ``A`` actions (two public RNP reproductions left out "keep every group").
+
+    With ``masks`` (N×A bool, the envs' ``action_masks()``), both the greedy and the random action
+    are drawn from each row's valid actions only; every row needs at least one."""
+    if masks is not None:
+        q_values = np.where(masks, q_values, -np.inf)
     actions = q_values.argmax(axis=1).astype(np.int64)
     explore = rng.random(len(actions)) < epsilon
-    actions[explore] = rng.integers(q_values.shape[1], size=int(explore.sum()))
+    if masks is None:
+        actions[explore] = rng.integers(q_values.shape[1], size=int(explore.sum()))
+    else:
+        for row in np.flatnonzero(explore):
+            valid = np.flatnonzero(masks[row])
+            actions[row] = valid[rng.integers(len(valid))]
     return actions
 
 

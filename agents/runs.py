@@ -571,7 +571,7 @@ class CustomDQNTraining:
 
     def __init__(self, run_dir: Path, config: dict[str, Any], resume: bool, callback: Callable[..., bool] | None):
         agent = custom_dqn_for(config["env_id"])
-        dqn_config = agent.config_class.from_dict(config["hyperparams"])
+        dqn_config = agent.config_class.from_saved(config["hyperparams"])
         self.env = agent.make_env(config["env_id"], config["env_kwargs"], dqn_config)
         self.trainer = agent.trainer_class(self.env, dqn_config, seed=config["seed"])
         self.run_dir, self.resume, self.callback = run_dir, resume, callback
@@ -690,12 +690,13 @@ def load_agent_policy(run_dir: str | Path) -> Any:
             return BatchPolicy(load_rnp_decider(run_dir, unwrapped))
         check_run_fits_env(run_dir, config, unwrapped)
         if config["algo"] == "rnp-dqn":
-            from prune_gym.agents.dqn import greedy_policy, q_network_for
+            from prune_gym.agents.dqn import DQNConfig, greedy_policy, q_network_for
 
             final, hidden_size, path = _load_final_dqn_model(run_dir, required=())
             network = q_network_for(unwrapped, hidden_size)
             load_into(network, final["online"], path)
-            return greedy_policy(network.eval())
+            masked = DQNConfig.from_saved(final["config"]).action_masks
+            return greedy_policy(network.eval(), unwrapped if masked else None)
         model = _load_final_sb3_model(run_dir, config)
         return lambda obs, info: model.predict(obs, deterministic=True)[0].item()
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from gymnasium import spaces
 
 from prune_gym.agents.dqn import DQNConfig, DQNTrainer
 from prune_gym.agents.dqn_common import bootstrap_values, epsilon_at, epsilon_greedy, update_target
@@ -109,6 +111,88 @@ def test_double_dqn_uses_the_online_argmax():
     target = torch.tensor([[10.0, 0.5, 20.0]])
     assert bootstrap_values(online, target, double_dqn=True).item() == 0.5
     assert bootstrap_values(online, target, double_dqn=False).item() == 20.0
+
+
+def test_masked_epsilon_greedy_acts_and_explores_among_valid_actions_only():
+    rng = np.random.default_rng(0)
+    q_values = np.tile(np.array([[0.0, 5.0, 1.0, 2.0]], dtype=np.float32), (3000, 1))
+    masks = np.tile(np.array([[True, False, True, True]]), (3000, 1))
+    counts = np.bincount(epsilon_greedy(q_values, 1.0, rng, masks), minlength=4)
+    assert counts[1] == 0 and counts[[0, 2, 3]].min() > 800, counts
+    assert (epsilon_greedy(q_values, 0.0, rng, masks) == 3).all()  # the best valid action, not the invalid 1
+
+
+def test_masked_bootstrap_maximises_over_the_valid_next_actions():
+    online = torch.tensor([[1.0, 3.0, 2.0]])
+    target = torch.tensor([[10.0, 0.5, 20.0]])
+    valid = torch.tensor([[True, False, True]])
+    assert bootstrap_values(online, target, double_dqn=True, next_masks=valid).item() == 20.0
+    first_two = torch.tensor([[True, True, False]])
+    assert bootstrap_values(online, target, double_dqn=False, next_masks=first_two).item() == 10.0
+
+
+def test_td_loss_is_finite_at_a_terminal_state_without_valid_actions():
+    from prune_gym.agents.dqn import QNetwork, td_loss
+
+    network = QNetwork(2, 3, hidden_size=4)
+    batch = {"obs": torch.zeros(1, 2), "next_obs": torch.zeros(1, 2), "actions": torch.tensor([1]),
+             "rewards": torch.tensor([1.0]), "terminated": torch.tensor([1.0]),
+             "next_masks": torch.zeros(1, 3, dtype=torch.bool)}
+    assert torch.isfinite(td_loss(network, network, batch, gamma=0.99, double_dqn=True))
+
+
+class HalfMaskedEnv(gym.Env):
+    """A Discrete(4) env whose odd actions are never valid, the refused 1 paying most (a trap); it
+    counts the invalid actions it is given."""
+
+    observation_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = spaces.Discrete(4)
+
+    def __init__(self):
+        self.invalid, self.t = 0, 0
+
+    def action_masks(self):
+        return np.array([True, False, True, False])
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.np_random.uniform(-1, 1, 2).astype(np.float32), {}
+
+    def step(self, action):
+        self.invalid += int(action % 2 == 1)
+        self.t += 1
+        reward = 1.0 if action == 1 else 0.1 * action
+        return self.np_random.uniform(-1, 1, 2).astype(np.float32), reward, self.t >= 5, False, {}
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_a_masked_mlp_dqn_never_takes_an_invalid_action(masked):
+    env = HalfMaskedEnv()
+    config = DQNConfig(timesteps=300, learning_starts=20, batch_size=8, hidden_size=8, action_masks=masked)
+    trainer = DQNTrainer(env, config, seed=0)
+    trainer.train()
+    from prune_gym.agents.dqn import greedy_policy
+
+    policy = greedy_policy(trainer.learner.online, env if masked else None)
+    greedy = [policy(np.array(obs, dtype=np.float32), {}) for obs in np.random.default_rng(0).uniform(-1, 1, (50, 2))]
+    if masked:
+        assert env.invalid == 0 and set(greedy) <= {0, 2}
+    else:  # without masks the same agent explores, and is drawn to, the refused actions
+        assert env.invalid > 0
+
+
+def test_runs_saved_before_action_masks_load_unmasked():
+    assert DQNConfig.from_saved({}).action_masks is False  # as they were trained
+    assert DQNConfig.from_dict({}).action_masks is True  # a new run's default
+    from prune_gym.agents.dqn import TransitionReplay
+
+    old = TransitionReplay(4, 2, 3)
+    old.add(np.zeros(2), 1, 0.5, np.ones(2), False)
+    state = {name: value for name, value in old.state_dict().items() if name != "next_masks"}  # an older checkpoint
+    resumed = TransitionReplay(4, 2, 3)
+    resumed.load_state_dict(state)
+    assert resumed.size == 1 and resumed.next_masks.all() and resumed.rewards[0] == 0.5
 
 
 def test_episode_targets_bootstrap_inside_the_episode_and_stop_at_its_end():
