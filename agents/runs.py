@@ -403,9 +403,9 @@ def train_run(env_id: str | None = None, algo: str | None = None, *, timesteps: 
 
 def refuse_ray_for_custom_dqn() -> None:
     raise ValueError(
-        "--ray runs the sub-environments of an SB3 algorithm (--algo dqn, ppo, a2c, sac, td3) as Ray actors; "
-        "--algo rnp-dqn steps one env per iteration in this process (or RNP's natively batched env), so Ray has "
-        "nothing to spread. Leave out --ray, or use e.g. --algo dqn --num-envs N --ray.")
+        "--ray runs the sub-environments of an SB3 algorithm (--algo dqn, ppo, ppo_mask, a2c, sac, td3) as Ray "
+        "actors; --algo rnp-dqn steps one env per iteration in this process (or RNP's natively batched env), so Ray "
+        "has nothing to spread. Leave out --ray, or use e.g. --algo dqn --num-envs N --ray.")
 
 
 def _train_or_resume(request: dict[str, Any], out: str | Path | None, resume: bool,
@@ -659,7 +659,12 @@ def load_rnp_decider(run_dir: str | Path, env: Any) -> Callable[[np.ndarray], np
 class SB3Decider:
     """An SB3 model's greedy actions as a batched RNP decision function, with its cost per image:
     the linear layers its ``predict`` runs for one observation (the policy's MLP; PPO's value head is
-    not run when acting), counted once by tracing, times the ``decisions`` per image."""
+    not run when acting), counted once by tracing, times the ``decisions`` per image.
+
+    A ``ppo_mask`` model predicts here without masks, and that is exact, not an approximation: RNP's
+    ``action_masks()`` are all true for every image at every layer (every group count is always
+    valid, :meth:`prune_gym.envs.rnp.RNPVectorEnv.action_masks`), and MaskablePPO reads an absent
+    mask as "every action valid" — the masks it trained with."""
 
     def __init__(self, model: Any, observation_size: int, decisions: int):
         from prune_gym.pruning.counting import trace_layer_costs
@@ -697,8 +702,10 @@ def load_agent_policy(run_dir: str | Path) -> Any:
             load_into(network, final["online"], path)
             masked = DQNConfig.from_saved(final["config"]).action_masks
             return greedy_policy(network.eval(), unwrapped if masked else None)
+        from prune_gym.agents.sb3 import MASKED_ALGORITHMS, greedy_policy
+
         model = _load_final_sb3_model(run_dir, config)
-        return lambda obs, info: model.predict(obs, deterministic=True)[0].item()
+        return greedy_policy(model, unwrapped if config["algo"] in MASKED_ALGORITHMS else None)
 
     name = f"{config['algo']}:{run_dir.name}"
     try:

@@ -1,13 +1,16 @@
-"""Stable-Baselines3 runners: DQN, PPO and A2C on ``Discrete`` envs, SAC and TD3 on ``Box`` actions.
+"""Stable-Baselines3 runners: DQN, PPO, A2C and sb3-contrib's MaskablePPO (``ppo_mask``) on ``Discrete``
+envs, SAC and TD3 on ``Box`` actions.
 
 RNP ids train on the native batched vector env through :class:`~prune_gym.envs.sb3.SB3VecEnvAdapter`
 (no Python loop over single envs); every other id on ``n_envs`` single envs: one in this process
 (``DummyVecEnv``), several in worker processes (``SubprocVecEnv``), or with ``--ray`` as Ray actors
 (:class:`~prune_gym.agents.ray_vec_env.RayVecEnv`, on this machine or a cluster). All are wrapped in
 ``VecMonitor`` with the env's accounting from ``info`` (MACs, correctness or accuracy), so episode
-statistics and tensorboard curves carry them. Hyperparameters come from ``agents/hyperparams/<algo>.yml``
-(see :func:`prune_gym.agents.runs.load_hyperparams`) and are checked against the algorithm's
-constructor (:func:`constructor_kwargs`) before anything is built.
+statistics and tensorboard curves carry them. ``ppo_mask`` reads every sub-env's ``action_masks()``
+through ``env_method`` (which each of these ``VecEnv`` classes, and the wrappers over them, forward),
+so it samples, is evaluated and acts among the valid actions only. Hyperparameters come from
+``agents/hyperparams/<algo>.yml`` (see :func:`prune_gym.agents.runs.load_hyperparams`) and are
+checked against the algorithm's constructor (:func:`constructor_kwargs`) before anything is built.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from sb3_contrib import MaskablePPO
+from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
+from sb3_contrib.common.maskable.utils import is_masking_supported
 from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback, EvalCallback
@@ -39,11 +45,17 @@ from prune_gym.progress import progress_counter
 
 logger = logging.getLogger("prune_gym")
 
-SB3_ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"dqn": DQN, "ppo": PPO, "a2c": A2C, "sac": SAC, "td3": TD3}
+SB3_ALGORITHMS: dict[str, type[BaseAlgorithm]] = {
+    "dqn": DQN, "ppo": PPO, "ppo_mask": MaskablePPO, "a2c": A2C, "sac": SAC, "td3": TD3,
+}
 # Which action spaces each algorithm is offered for (PPO/A2C could do Box too, but no prune-gym env needs it).
 ACTION_SPACES: dict[str, type[spaces.Space]] = {
-    "dqn": spaces.Discrete, "ppo": spaces.Discrete, "a2c": spaces.Discrete, "sac": spaces.Box, "td3": spaces.Box,
+    "dqn": spaces.Discrete, "ppo": spaces.Discrete, "ppo_mask": spaces.Discrete, "a2c": spaces.Discrete,
+    "sac": spaces.Box, "td3": spaces.Box,
 }
+# Algorithms that act only among the env's valid actions (its ``action_masks()``): while training, in
+# the eval callback and when a trained run acts; they need an env that has ``action_masks()``.
+MASKED_ALGORITHMS = ("ppo_mask",)
 # Per-episode accounting copied from the final info into the monitor's episode records.
 INFO_KEYWORDS = ("macs", "macs_full", "correct", "test_accuracy", "val_accuracy")
 # The columns of an SB3 run's metrics.csv: one row per finished episode.
@@ -177,14 +189,27 @@ def as_constructor_value(value: Any, hint: Any) -> Any:
 # ----------------------------------------------------------------------------------------------
 
 
-def check_action_space(algo: str, action_space: spaces.Space, env_id: str) -> None:
-    """A clear error when ``algo`` cannot act in ``action_space``."""
-    expected = ACTION_SPACES[algo]
-    if not isinstance(action_space, expected):
-        fitting = [name for name, kind in ACTION_SPACES.items() if isinstance(action_space, kind)] + (
-            ["rnp-dqn"] if isinstance(action_space, spaces.Discrete) else [])
-        raise ValueError(f"--algo {algo} needs a {expected.__name__} action space, but {env_id} has "
-                         f"{action_space}; algorithms for it: {', '.join(fitting) or '(none)'}.")
+def check_algorithm_fits(algo: str, venv: VecEnv, env_id: str) -> None:
+    """A clear error when ``algo`` cannot act in ``venv``: another kind of action space, or (for
+    :data:`MASKED_ALGORITHMS`) an env without ``action_masks()``; it names the algorithms that can."""
+    if algo in algorithms_for(venv):
+        return
+    if isinstance(venv.action_space, ACTION_SPACES[algo]):
+        problem = (f"acts only among the valid actions an env's action_masks() names, but {env_id} has no "
+                   "action_masks()")
+    else:
+        problem = f"needs a {ACTION_SPACES[algo].__name__} action space, but {env_id} has {venv.action_space}"
+    fitting = algorithms_for(venv) + (["rnp-dqn"] if isinstance(venv.action_space, spaces.Discrete) else [])
+    raise ValueError(f"--algo {algo} {problem}; algorithms for it: {', '.join(fitting) or '(none)'}.")
+
+
+def algorithms_for(venv: VecEnv) -> list[str]:
+    """The SB3 algorithms that can act in ``venv``: by its action space, the masked ones only where its
+    envs have ``action_masks()`` (every Discrete prune-gym env does; e.g. CartPole-v1 has none)."""
+    fitting = [name for name, kind in ACTION_SPACES.items() if isinstance(venv.action_space, kind)]
+    if any(name in MASKED_ALGORITHMS for name in fitting) and not is_masking_supported(venv):
+        fitting = [name for name in fitting if name not in MASKED_ALGORITHMS]
+    return fitting
 
 
 def make_sb3_env(env_id: str, env_kwargs: dict[str, Any], n_envs: int, seed: int, ray: bool = False,
@@ -251,6 +276,23 @@ def _eval_kwargs(env_id: str) -> dict[str, Any]:
     from prune_gym.registry import is_family
 
     return {"split": "val"} if is_family(env_id, "RNP") else {}
+
+
+# ----------------------------------------------------------------------------------------------
+# Acting
+# ----------------------------------------------------------------------------------------------
+
+
+def greedy_policy(model: BaseAlgorithm, env: gym.Env | None = None) -> Callable[[np.ndarray, dict[str, Any]], int]:
+    """``policy(obs, info) -> action``: a trained model's deterministic action; given ``env`` (for a
+    :data:`MASKED_ALGORITHMS` model), among that env's valid actions only, read at every call
+    because they change as the episode goes (a removed layer cannot be removed again)."""
+
+    def policy(obs: np.ndarray, info: dict[str, Any]) -> int:
+        masks = {} if env is None else {"action_masks": env.unwrapped.action_masks()}
+        return int(model.predict(obs, deterministic=True, **masks)[0])
+
+    return policy
 
 
 # ----------------------------------------------------------------------------------------------
@@ -401,7 +443,7 @@ class SB3Training:
         self.env = make_sb3_env(env_id, env_kwargs, self.n_envs, seed, ray)
         self.eval_env: VecEnv | None = None
         try:
-            check_action_space(algo, self.env.action_space, env_id)
+            check_algorithm_fits(algo, self.env, env_id)
             # The evaluation actors reserve no CPUs: the callback steps them only while the training
             # actors wait, and reserving theirs too would leave n_envs actors unscheduled on 2n CPUs.
             self.eval_env = make_sb3_env(env_id, {**env_kwargs, **_eval_kwargs(env_id)}, self.n_envs, seed + 10_000,
@@ -443,8 +485,9 @@ class SB3Training:
             EpisodeMetricsCallback(write_rows),
             CheckpointCallback(save_every, str(run_dir / "checkpoints"), name_prefix="model",
                                save_replay_buffer=hasattr(model, "replay_buffer")),
-            EvalCallback(self.eval_env, n_eval_episodes=max(1, min(n_envs, 16)), eval_freq=save_every,
-                         best_model_save_path=str(run_dir / "best"), log_path=str(run_dir / "eval"), verbose=0),
+            self.eval_callback_class(self.eval_env, n_eval_episodes=max(1, min(n_envs, 16)), eval_freq=save_every,
+                                     best_model_save_path=str(run_dir / "best"), log_path=str(run_dir / "eval"),
+                                     verbose=0),
         ])
         # SB3 counts total_timesteps on top of the loaded model's when it does not reset them.
         remaining = max(0, self.timesteps - model.num_timesteps) if self.resumed else self.timesteps
@@ -456,6 +499,12 @@ class SB3Training:
         finally:
             self.close()
         return model
+
+    @property
+    def eval_callback_class(self) -> type[EvalCallback]:
+        """sb3-contrib's ``MaskableEvalCallback`` for a masked algorithm: the plain ``EvalCallback``
+        would score it without masks, on actions it never takes in training or when acting."""
+        return MaskableEvalCallback if self.algo in MASKED_ALGORITHMS else EvalCallback
 
     def save_last_checkpoint(self) -> None:
         """A checkpoint at the final timestep too, so "train longer" continues from the end of the run."""

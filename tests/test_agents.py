@@ -341,6 +341,9 @@ def test_clear_errors(tmp_path):
         train_run("Pendulum-v1", "dqn", timesteps=10, out=tmp_path / "d")
     with pytest.raises(ValueError, match="needs a Box action space.*dqn, ppo, a2c, rnp-dqn"):
         train_run("CartPole-v1", "sac", timesteps=10, out=tmp_path / "e")
+    with pytest.raises(ValueError, match="ppo_mask acts only among.*CartPole-v1 has no action_masks.*dqn, ppo, a2c"):
+        train_run("CartPole-v1", "ppo_mask", timesteps=10, out=tmp_path / "g")
+    assert not (tmp_path / "g").exists()
     train_run("CartPole-v1", "rnp-dqn", timesteps=40, out=tmp_path / "f", hyperparams={"learning_starts": 8,
                                                                                      "batch_size": 8})
     with pytest.raises(FileExistsError, match="--resume"):
@@ -370,10 +373,10 @@ def test_custom_dqn_trains_an_mlp_on_any_discrete_env(tmp_path):
     assert {"return", "length", "epsilon"} <= set(header)
 
 
-@pytest.mark.parametrize("algo", ["ppo", "dqn", "a2c"])
+@pytest.mark.parametrize("algo", ["ppo", "ppo_mask", "dqn", "a2c"])
 def test_sb3_trains_on_the_batched_rnp_env_and_evaluates(tmp_path, algo):
     hyperparams = {"n_envs": 16, "learning_starts": 16} if algo == "dqn" else {"n_envs": 16}
-    if algo == "ppo":
+    if algo in ("ppo", "ppo_mask"):
         hyperparams["batch_size"] = 48
     run_dir = train_run("RNP-Synthetic-v0", algo, timesteps=200, out=tmp_path / algo, env_kwargs=SYNTHETIC,
                         hyperparams=hyperparams)
@@ -385,13 +388,19 @@ def test_sb3_trains_on_the_batched_rnp_env_and_evaluates(tmp_path, algo):
     # An agent that keeps every group costs more than the full backbone once its MLP is charged.
     assert 0.0 <= figures["accuracy"] <= 1.0 and figures["macs_ratio_backbone"] >= 1.0
     # The policy's MLP is charged: its linear layers that predict runs, once per decided layer.
-    from stable_baselines3 import A2C, DQN, PPO
+    from prune_gym.agents.sb3 import SB3_ALGORITHMS
 
-    model = {"ppo": PPO, "dqn": DQN, "a2c": A2C}[algo].load(run_dir / "final_model.zip", device="cpu")
+    model = SB3_ALGORITHMS[algo].load(run_dir / "final_model.zip", device="cpu")
     acting = model.q_net.q_net if algo == "dqn" else [*model.policy.mlp_extractor.policy_net, model.policy.action_net]
     per_decision = sum(layer.in_features * layer.out_features for layer in acting
                        if isinstance(layer, torch.nn.Linear))
     assert figures["decision_macs"] == 3 * per_decision > 0
+    if algo == "ppo_mask":  # SB3Decider acts without masks because RNP's are all true (see its docstring)
+        from prune_gym.envs.rnp import RNPVectorEnv
+        from prune_gym.registry import get_entry
+
+        env = RNPVectorEnv(num_envs=4, **{**get_entry("RNP-Synthetic-v0").kwargs, **SYNTHETIC})
+        assert env.action_masks().all()
     assert figures["mean_macs"] == pytest.approx(figures["backbone_macs"] + figures["decision_macs"])
 
 
@@ -409,6 +418,110 @@ def test_sb3_box_algorithms_and_resume(tmp_path, algo):
     assert SB3_ALGORITHMS[algo].load(run_dir / "final_model.zip").num_timesteps >= 80
 
 
+LAYERPRUNE = "LayerPrune-MNIST-v1"
+TINY_PPO_MASK = {"n_steps": 4, "batch_size": 4, "n_epochs": 1}
+
+
+@pytest.mark.parametrize("n_envs", [1, 2])  # DummyVecEnv; SubprocVecEnv (worker processes)
+def test_ppo_mask_reads_each_sub_envs_masks_through_the_monitored_vec_env(fake_data_dir, n_envs):
+    """``get_action_masks`` (MaskablePPO's and its eval callback's only way to the masks) passes
+    VecMonitor and FillAccountingKeys and answers with each sub-env's own row."""
+    from conftest import cheap_kwargs
+    from sb3_contrib.common.maskable.utils import get_action_masks
+
+    from prune_gym.agents.sb3 import make_sb3_env
+
+    venv = make_sb3_env(LAYERPRUNE, cheap_kwargs(LAYERPRUNE, fake_data_dir), n_envs, seed=0)
+    try:
+        venv.reset()
+        assert get_action_masks(venv).tolist() == [[True] * 4] * n_envs
+        venv.step(np.array([2] + [0] * (n_envs - 1)))  # only the first sub-env removes layer 1
+        assert get_action_masks(venv).tolist() == [[True, True, False, True]] + [[True] * 4] * (n_envs - 1)
+    finally:
+        venv.close()
+
+
+def actions_refused(env, policy, seed=0):
+    """One episode of ``policy(obs, info)``: for each step, whether the env refused its action as invalid."""
+    obs, info = env.reset(seed=seed)
+    refused, done = [], False
+    while not done:
+        obs, _, terminated, truncated, info = env.step(policy(obs, info))
+        refused.append(bool(info["invalid_action"]))
+        done = terminated or truncated
+    return refused
+
+
+def test_a_ppo_mask_run_trains_from_the_command_line_and_acts_among_valid_actions_only(tmp_path, fake_data_dir,
+                                                                                       monkeypatch):
+    from conftest import cheap_kwargs
+    from sb3_contrib import MaskablePPO
+
+    from prune_gym.agents.sb3 import greedy_policy
+    from prune_gym.envs.layerprune import LayerPruneEnv
+
+    refused = []  # every step of the run's envs, training and evaluation alike (all in this process)
+    original_step = LayerPruneEnv.step
+
+    def recording_step(self, action):
+        result = original_step(self, action)
+        refused.append(bool(result[-1]["invalid_action"]))
+        return result
+
+    monkeypatch.setattr(LayerPruneEnv, "step", recording_step)
+    env_kwargs = cheap_kwargs(LAYERPRUNE, fake_data_dir)
+    run_dir = tmp_path / "run"
+    cli_main(["train", LAYERPRUNE, "--algo", "ppo_mask", "--timesteps", "8", "--out", str(run_dir),
+              "--env-kwargs", *(f"{key}={value}" for key, value in env_kwargs.items()),
+              "--hyperparams", *(f"{key}={value}" for key, value in TINY_PPO_MASK.items())])
+    assert read_config(run_dir)["algo"] == "ppo_mask" and (run_dir / "final_model.zip").exists()
+    evaluated = np.load(run_dir / "eval" / "evaluations.npz")["timesteps"]
+    assert len(evaluated) > 0 and len(refused) > 8  # the eval callback played episodes too
+    # MaskablePPO sampled, and its eval callback acted, among valid actions only (a plain EvalCallback
+    # repeats this seed's greedy removal and is refused).
+    assert not any(refused)
+    monkeypatch.undo()
+
+    # A model drawn to action 1 (remove layer 0) above all: valid once, refused ever after.
+    model = MaskablePPO.load(run_dir / "final_model.zip", device="cpu")
+    with torch.no_grad():
+        model.policy.action_net.weight.zero_()
+        model.policy.action_net.bias.copy_(torch.tensor([2.0, 10.0, 0.0, 5.0]))
+    model.save(run_dir / "final_model.zip")
+    env = gym.make(LAYERPRUNE, **env_kwargs)
+    assert actions_refused(env, load_agent_policy(run_dir).make(env)) == [False, False, False]
+    # The same weights acting as a plain PPO policy does (no masks) repeat the refused removal.
+    assert actions_refused(env, greedy_policy(model)) == [False, True, True]
+
+
+def test_a_killed_ppo_mask_run_resumes_from_its_last_checkpoint(tmp_path, fake_data_dir, monkeypatch):
+    from conftest import cheap_kwargs
+    from sb3_contrib import MaskablePPO
+
+    from prune_gym.agents import sb3
+
+    flush = sb3.EpisodeMetricsCallback._on_rollout_end
+
+    def killed_after_the_first_rollout(self):
+        flush(self)
+        raise KeyboardInterrupt  # as Ctrl-C between two rollouts
+
+    monkeypatch.setattr(sb3.EpisodeMetricsCallback, "_on_rollout_end", killed_after_the_first_rollout)
+    kwargs = {"timesteps": 8, "out": tmp_path / "run", "env_kwargs": cheap_kwargs(LAYERPRUNE, fake_data_dir),
+              "hyperparams": TINY_PPO_MASK}
+    with pytest.raises(KeyboardInterrupt):
+        train_run(LAYERPRUNE, "ppo_mask", **kwargs)
+    monkeypatch.undo()
+    run_dir = kwargs["out"]
+    assert not (run_dir / "final_model.zip").exists()
+    assert sb3.checkpoint_timesteps(sb3.latest_checkpoint(run_dir)) == 4  # the first rollout's 4 steps
+    train_run(out=run_dir, resume=True)
+    model = MaskablePPO.load(run_dir / "final_model.zip", device="cpu")
+    assert model.num_timesteps == 8 and sb3.checkpoint_timesteps(sb3.latest_checkpoint(run_dir)) == 8
+    timesteps = [int(line.split(",")[0]) for line in (run_dir / "metrics.csv").read_text().splitlines()[1:]]
+    assert timesteps == sorted(timesteps) and timesteps[-1] > 4  # the resumed run appended its episodes
+
+
 def _hyperparameter_table(algo):
     import yaml
 
@@ -417,7 +530,7 @@ def _hyperparameter_table(algo):
     return yaml.safe_load((HYPERPARAMS_DIR / f"{algo}.yml").read_text())
 
 
-@pytest.mark.parametrize("algo", ["rnp-dqn", "dqn", "ppo", "a2c", "sac", "td3"])
+@pytest.mark.parametrize("algo", ["rnp-dqn", "dqn", "ppo", "ppo_mask", "a2c", "sac", "td3"])
 def test_hyperparameter_files_name_only_registered_ids(algo):
     import gymnasium as gym
 
@@ -443,7 +556,7 @@ def test_rnp_dqn_hyperparameters_have_one_source():
         assert [name for name, value in overrides.items() if defaults[name] == value] == [], env_id
 
 
-@pytest.mark.parametrize("algo", ["dqn", "ppo", "a2c", "sac", "td3"])
+@pytest.mark.parametrize("algo", ["dqn", "ppo", "ppo_mask", "a2c", "sac", "td3"])
 def test_sb3_hyperparameter_files_fit_their_algorithms(algo):
     from prune_gym.agents.sb3 import constructor_kwargs
 

@@ -12,7 +12,7 @@ import yaml
 
 from prune_gym.agents.runs import HYPERPARAMS_DIR, load_hyperparams
 
-SB3_ALGOS = ("ppo", "a2c", "dqn", "sac", "td3")
+SB3_ALGOS = ("ppo", "ppo_mask", "a2c", "dqn", "sac", "td3")
 RNP_FULL = ("RNP-CIFAR10-v0", "RNP-CIFAR10-CNN6-v0", "RNP-CIFAR10-CNN8-v0", "RNP-CIFAR100-v0", "RNP-MNIST-v0")
 DROPNET = ("DropNet-MNIST-FC-v0", "DropNet-MNIST-Conv-v0", "DropNet-CIFAR10-v0")
 LAYERPRUNE = ("LayerPrune-CIFAR10-v1", "LayerPrune-MNIST-v1", "LayerPrune-CIFAR10-v0", "LayerPrune-MNIST-v0")
@@ -54,6 +54,14 @@ PINNED: dict[str, list[tuple[tuple[str, ...], dict]]] = {
     "sac": [(EVERY_ID, _BOX)],
     "td3": [(EVERY_ID, _BOX)],
 }
+# ppo_mask.yml keeps ppo.yml's values for every id, so the two differ only in masking (comparable runs).
+PINNED["ppo_mask"] = PINNED["ppo"]
+
+
+def test_every_sb3_algorithm_has_its_file_pinned_here():
+    from prune_gym.agents import ALGORITHMS
+
+    assert sorted(SB3_ALGOS) == sorted(PINNED) == sorted(set(ALGORITHMS) - {"rnp-dqn"})
 
 
 def _table(algo: str) -> dict:
