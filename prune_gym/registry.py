@@ -145,14 +145,17 @@ ENV_TABLE: tuple[EnvEntry, ...] = (
     ),
     EnvEntry(
         "LayerPrune-MNIST-Arena-v1", _LAYERPRUNE,
-        "Arena: LayerPrune-MNIST-v1 with 16 Adam steps per env step (not an epoch), ν and γ rates scaled",
-        {"dataset": "mnist", "iterations_per_step": 16, "nu_rate": 0.04, "gamma_lr": 0.04},
+        "Arena: LayerPrune-MNIST-v1 with 16 Adam steps per env step (not an epoch), ν and γ rates scaled, "
+        "test images scored at reset and the end only",
+        {"dataset": "mnist", "iterations_per_step": 16, "nu_rate": 0.04, "gamma_lr": 0.04, "test_every_step": False},
         arena_of="LayerPrune-MNIST-v1",
     ),
     EnvEntry(
         "LayerPrune-CIFAR10-Arena-v1", _LAYERPRUNE,
-        "Arena: LayerPrune-CIFAR10-v1 with 16 Adam steps per env step, ν and γ rates scaled, 2,000 val images",
-        {"dataset": "cifar10", "iterations_per_step": 16, "nu_rate": 0.04, "gamma_lr": 0.04, "val_images": 2000},
+        "Arena: LayerPrune-CIFAR10-v1 with 16 Adam steps per env step, ν and γ rates scaled, 2,000 val images, "
+        "test images scored at reset and the end only",
+        {"dataset": "cifar10", "iterations_per_step": 16, "nu_rate": 0.04, "gamma_lr": 0.04, "val_images": 2000,
+         "test_every_step": False},
         arena_of="LayerPrune-CIFAR10-v1",
     ),
     EnvEntry(

@@ -213,3 +213,27 @@ def test_val_images_scores_a_fixed_prefix_of_the_same_validation_split(fake_data
     env.step(0)
     with pytest.raises(ValueError, match="val_images"):
         gym.make(env_id, **{**cheap_kwargs(env_id, fake_data_dir), "val_images": 0})
+
+
+def test_scoring_the_test_split_only_at_the_ends_changes_nothing_else(fake_data_dir):
+    """The arenas' ``test_every_step=False``: the same episode (observations, rewards, accounting,
+    final test figures) with the test figures ``None`` between reset and the last step."""
+    episodes = {}
+    for every_step in (True, False):
+        env = make(fake_data_dir, epochs=3, test_every_step=every_step)
+        obs, info = env.reset(seed=0)
+        steps = [(obs, 0.0, info)]
+        for action in (2, 0, 1):
+            obs, reward, _, truncated, info = env.step(action)
+            steps.append((obs, reward, info))
+        assert truncated
+        episodes[every_step] = steps
+    for (obs, reward, info), (obs_ends, reward_ends, info_ends) in zip(episodes[True], episodes[False]):
+        assert np.array_equal(obs, obs_ends) and reward == reward_ends
+        assert {key: value for key, value in info.items() if not key.startswith("test_")} == \
+            {key: value for key, value in info_ends.items() if not key.startswith("test_")}
+    middle = [info for _, _, info in episodes[False][1:-1]]
+    assert all(info["test_accuracy"] is None and info["test_loss"] is None for info in middle)
+    for index in (0, -1):  # reset and the last step are scored, identically
+        assert episodes[False][index][2]["test_accuracy"] == episodes[True][index][2]["test_accuracy"] is not None
+    assert gym.spec("LayerPrune-CIFAR10-Arena-v1").kwargs["test_every_step"] is False

@@ -55,6 +55,7 @@ class LayerPruneSettings:
     mac_weight: float = 1.0
     ce_weight: float = 1.0
     invalid_action_penalty: float = -0.1
+    test_every_step: bool = True
     val_fraction: float = 0.2
     budget_end: str = "truncate"
     data_root: str | None = None
@@ -80,6 +81,8 @@ class LayerPruneSettings:
         set_real(self, "invalid_action_penalty", lambda p: p <= 0.0, "≤ 0 (a penalty)")
         set_real(self, "val_fraction", lambda f: 0.0 < f < 1.0, "a fraction strictly between 0 and 1")
         check_choice("budget_end", self.budget_end, BUDGET_ENDS)
+        if not isinstance(self.test_every_step, bool):
+            raise TypeError(f"test_every_step must be true or false, got {self.test_every_step!r}.")
 
 
 def scale_to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -138,8 +141,9 @@ class LayerPruneEnv(PruningEnv):
     ``params``, ``params_full`` (conv/linear weights and biases; from
     :mod:`prune_gym.pruning.counting`), ``cross_entropy`` (mean validation cross-entropy, nats),
     ``val_accuracy``, ``test_accuracy`` (on the test split, or ``eval_data``; never part of the
-    observation or reward) and ``cycle`` (steps taken); then ``test_loss``, ``depth``, ``removed``
-    (original index removed this step, or −1), ``invalid_action`` and, after a step,
+    observation or reward; ``None`` between reset and the last step with ``test_every_step=False``)
+    and ``cycle`` (steps taken); then ``test_loss``, ``depth``, ``removed`` (original index removed
+    this step, or −1), ``invalid_action`` and, after a step,
     ``train_loss`` and ``train_accuracy``. The γ/α histories of every layer (removed ones up to
     their removal) are in :meth:`layer_histories`.
 
@@ -160,6 +164,9 @@ class LayerPruneEnv(PruningEnv):
     - ``val_fraction``: held-out fraction of the training images (default 0.2: an 80/20 split).
     - ``budget_end``: ``"truncate"`` (default, the one contract's rule) or ``"terminate"`` (v0).
     - ``eval_data``: ``.npz`` whose ``x_test``/``y_test`` replace the test split for ``test_accuracy``.
+    - ``test_every_step``: score the test split after every step (default) or only at reset and
+      after the last step (``False``, the arenas': ``test_accuracy`` and ``test_loss`` are ``None``
+      in between). Observation, reward and dynamics are the same either way.
     - ``device``: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
 
     ## Version History
@@ -260,13 +267,13 @@ class LayerPruneEnv(PruningEnv):
         self.model.set_features_frozen(False)
         self.model.record_history()
         self._val = {"accuracy": metrics["accuracy"], "cross_entropy": metrics["cross_entropy"]}
-        self._test = self._score_test()
         self._cycle += 1
+        budget_spent = self._cycle >= settings.epochs
+        self._test = self._score_test() if settings.test_every_step or budget_spent else None
         reward = (settings.mac_weight * (previous_macs - self._costs["macs"]) / self._costs_full["macs"]
                   - settings.ce_weight * (self._val["cross_entropy"] - previous_ce))
         if invalid:
             reward += settings.invalid_action_penalty
-        budget_spent = self._cycle >= settings.epochs
         info = {**self._family_info(), "removed": removed, "invalid_action": invalid,
                 "train_loss": metrics["train_loss"], "train_accuracy": metrics["train_accuracy"]}
         truncated = budget_spent and settings.budget_end == "truncate"
@@ -301,8 +308,9 @@ class LayerPruneEnv(PruningEnv):
         return np.concatenate([blocks.ravel(), scalars]).astype(np.float32)
 
     def _score_test(self) -> dict[str, float]:
-        # The test split is small and this network cheap (~5 % of a step), so every step reports it:
-        # comparisons can then plot accuracy along the whole episode. Nothing the agent sees uses it.
+        # By default every step reports it, so comparisons can plot accuracy along the whole episode;
+        # nothing the agent sees uses it. With test_every_step=False (the arenas) only reset and the
+        # last step do: on the 7,500 CIFAR-10 test images it is most of an arena step.
         assert self.model is not None
         return classifier_metrics(self.model, self.data.test_images, self.data.test_labels, self.data, scale_to_unit)
 
@@ -312,11 +320,11 @@ class LayerPruneEnv(PruningEnv):
         return Accounting(macs=self._costs["macs"], macs_full=self._costs_full["macs"], params=self._costs["params"],
                           params_full=self._costs_full["params"], cycle=self._cycle,
                           cross_entropy=self._val["cross_entropy"], val_accuracy=self._val["accuracy"],
-                          test_accuracy=self._test["accuracy"])
+                          test_accuracy=None if self._test is None else self._test["accuracy"])
 
     def _family_info(self) -> dict[str, Any]:
         assert self.model is not None
-        return {"test_loss": self._test["cross_entropy"], "depth": self.model.depth}
+        return {"test_loss": None if self._test is None else self._test["cross_entropy"], "depth": self.model.depth}
 
     def action_masks(self) -> np.ndarray:
         """Valid actions (bool, ``max_layers + 1``): keep training, and removing each layer still alive."""
