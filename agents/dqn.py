@@ -11,6 +11,7 @@ loop — are in :mod:`prune_gym.agents.dqn_common`.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
@@ -56,10 +57,14 @@ class DQNConfig(CommonDQNConfig):
     # contract's): no step is spent on an action the env refuses. Runs saved before this field
     # existed load as False (legacy_values), so they act and resume as they were trained.
     action_masks: bool = True
+    # Steps of reward summed before bootstrapping (n-step returns): a training-in-the-loop episode
+    # pays for a removal several steps later (the rise of validation loss shows as training goes
+    # on), and one-step targets carry that back one step per update. 1 = plain DQN.
+    n_step: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require_at_least(self, 1, "train_frequency")
+        require_at_least(self, 1, "train_frequency", "n_step")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -95,28 +100,66 @@ def q_network_for(env: gym.Env, hidden_size: int) -> QNetwork:
 
 
 class TransitionReplay(RingReplay):
-    """Single transitions ``(s, a, r, s', terminated, valid actions of s')``; ``capacity`` in transitions."""
+    """Transitions ``(s, a, R, s', terminated, discount, valid actions of s')``; ``capacity`` in transitions.
 
-    fields = ("obs", "next_obs", "actions", "rewards", "terminated", "next_masks")
+    With n-step returns ``R`` sums up to ``n`` discounted rewards, ``s'`` is the state after the
+    last of them and ``discount`` is ``γ^k`` for the ``k`` steps summed (``γ`` for one step)."""
 
-    def __init__(self, capacity: int, obs_size: int, num_actions: int):
+    fields = ("obs", "next_obs", "actions", "rewards", "terminated", "discounts", "next_masks")
+
+    def __init__(self, capacity: int, obs_size: int, num_actions: int, gamma: float = 1.0):
         self.obs = np.zeros((capacity, obs_size), dtype=np.float32)
         self.next_obs = np.zeros((capacity, obs_size), dtype=np.float32)
         self.actions = np.zeros(capacity, dtype=np.int64)
         self.rewards = np.zeros(capacity, dtype=np.float32)
         self.terminated = np.zeros(capacity, dtype=np.float32)
+        self.discounts = np.full(capacity, gamma, dtype=np.float32)  # γ: the rows of a one-step checkpoint
         self.next_masks = np.ones((capacity, num_actions), dtype=bool)  # all valid: an unmasked agent's rows
         self.position = 0
         self.size = 0
 
     def add(self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray, terminated: bool,
-            next_mask: np.ndarray | None = None) -> None:
+            next_mask: np.ndarray | None = None, discount: float | None = None) -> None:
         row = self.position
         self.obs[row], self.actions[row], self.rewards[row] = obs, action, reward
         self.next_obs[row], self.terminated[row] = next_obs, float(terminated)
+        if discount is not None:
+            self.discounts[row] = discount
         self.next_masks[row] = True if next_mask is None else next_mask
         self.position = (row + 1) % len(self.obs)
         self.size = min(len(self.obs), self.size + 1)
+
+
+class NStepBuffer:
+    """Turns an episode's steps into n-step transitions for a :class:`TransitionReplay`.
+
+    Each step waits until ``n`` rewards after it are known (or its episode ends), then goes to the
+    replay with their discounted sum, the state reached and ``γ^k``. ``n = 1`` adds every step as
+    it comes, exactly as plain DQN does."""
+
+    def __init__(self, replay: TransitionReplay, n: int, gamma: float):
+        self.replay, self.n, self.gamma = replay, n, gamma
+        self.pending: deque[tuple[np.ndarray, int, float]] = deque()
+
+    def add(self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray, terminated: bool,
+            next_mask: np.ndarray | None, episode_over: bool) -> None:
+        self.pending.append((obs, action, reward))
+        if episode_over:
+            self.flush(next_obs, terminated, next_mask)
+        elif len(self.pending) == self.n:
+            self._emit_oldest(next_obs, False, next_mask)
+
+    def flush(self, next_obs: np.ndarray, terminated: bool, next_mask: np.ndarray | None) -> None:
+        """Send every waiting step, bootstrapping from ``next_obs`` unless ``terminated``."""
+        while self.pending:
+            self._emit_oldest(next_obs, terminated, next_mask)
+
+    def _emit_oldest(self, next_obs: np.ndarray, terminated: bool, next_mask: np.ndarray | None) -> None:
+        obs, action, _ = self.pending[0]
+        # With one step this is r and γ exactly (1.0·r, γ¹): plain DQN's targets, bit for bit.
+        reward = sum(self.gamma ** step * item[2] for step, item in enumerate(self.pending))
+        self.replay.add(obs, action, reward, next_obs, terminated, next_mask, self.gamma ** len(self.pending))
+        self.pending.popleft()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -124,17 +167,17 @@ class TransitionReplay(RingReplay):
 # ----------------------------------------------------------------------------------------------
 
 
-def td_loss(online: QNetwork, target: QNetwork, batch: dict[str, torch.Tensor], gamma: float,
-            double_dqn: bool) -> torch.Tensor:
-    """Huber TD loss of single transitions (truncation bootstraps, termination does not); the
-    bootstrap maximises over the valid actions of s' (``next_masks``, all valid when unmasked)."""
+def td_loss(online: QNetwork, target: QNetwork, batch: dict[str, torch.Tensor], double_dqn: bool) -> torch.Tensor:
+    """Huber TD loss of (n-step) transitions, ``R + discount · max Q'(s')`` (truncation bootstraps,
+    termination does not); the max runs over the valid actions of s' (``next_masks``, all valid
+    when unmasked)."""
     q_taken = online(batch["obs"]).gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)
     with torch.no_grad():
         next_values = bootstrap_values(online(batch["next_obs"]), target(batch["next_obs"]), double_dqn,
                                        batch["next_masks"])
         # where, not only the product below: a terminal state may have no valid action (max = -inf).
         next_values = torch.where(batch["terminated"] > 0, 0.0, next_values)
-        targets = batch["rewards"] + gamma * (1.0 - batch["terminated"]) * next_values
+        targets = batch["rewards"] + batch["discounts"] * (1.0 - batch["terminated"]) * next_values
     return F.smooth_l1_loss(q_taken, targets)
 
 
@@ -171,7 +214,9 @@ class DQNTrainer:
         self.learner = QLearner(lambda: q_network_for(env, config.hidden_size), config)
         self.rng = np.random.default_rng(seed)
         self.replay = TransitionReplay(config.buffer_size, int(np.prod(env.observation_space.shape)),
-                                       int(env.action_space.n))
+                                       int(env.action_space.n), config.gamma)
+        self.n_step = NStepBuffer(self.replay, config.n_step, config.gamma)
+        self._last_step: tuple[np.ndarray, np.ndarray | None] | None = None  # s' and its valid actions
         self.total_iterations = config.timesteps
         self.iteration = 0
         self.metrics: list[dict[str, float]] = []
@@ -199,14 +244,15 @@ class DQNTrainer:
         mask = self._valid_actions()
         action = int(epsilon_greedy(q_values, self.epsilon(), self.rng, None if mask is None else mask[None])[0])
         next_obs, reward, terminated, truncated, info = env.step(action)
-        self.replay.add(obs, action, float(reward), np.asarray(next_obs, dtype=np.float32).reshape(-1), terminated,
-                        self._valid_actions())
+        flat_next, next_mask = np.asarray(next_obs, dtype=np.float32).reshape(-1), self._valid_actions()
+        self.n_step.add(obs, action, float(reward), flat_next, terminated, next_mask, terminated or truncated)
+        self._last_step = (flat_next, next_mask)
         self.episode_return += float(reward)
         self.episode_length += 1
         row: dict[str, float] = {}
         if self.replay.size >= config.learning_starts and self.iteration % config.train_frequency == 0:
             batch = self.replay.sample(config.batch_size, self.rng)
-            row["loss"] = self.learner.learn(td_loss(self.learner.online, self.learner.target, batch, config.gamma,
+            row["loss"] = self.learner.learn(td_loss(self.learner.online, self.learner.target, batch,
                                                      config.double_dqn))
         self.episode_obs = next_obs
         self.iteration += 1
@@ -232,7 +278,11 @@ class DQNTrainer:
         """Everything a resumed run needs to continue exactly where this one is (tensors and plain data).
 
         An env cannot be restored mid-episode, so a checkpoint also ends the current episode here:
-        the uninterrupted and the resumed run both start a fresh one after it."""
+        the uninterrupted and the resumed run both start a fresh one after it (its steps still
+        waiting for n rewards go to the replay first, bootstrapping from the last state reached)."""
+        if self.n_step.pending:
+            assert self._last_step is not None
+            self.n_step.flush(self._last_step[0], False, self._last_step[1])
         self.episode_obs = None
         return trainer_state_dict(self)
 

@@ -136,9 +136,9 @@ def test_td_loss_is_finite_at_a_terminal_state_without_valid_actions():
 
     network = QNetwork(2, 3, hidden_size=4)
     batch = {"obs": torch.zeros(1, 2), "next_obs": torch.zeros(1, 2), "actions": torch.tensor([1]),
-             "rewards": torch.tensor([1.0]), "terminated": torch.tensor([1.0]),
+             "rewards": torch.tensor([1.0]), "terminated": torch.tensor([1.0]), "discounts": torch.tensor([0.99]),
              "next_masks": torch.zeros(1, 3, dtype=torch.bool)}
-    assert torch.isfinite(td_loss(network, network, batch, gamma=0.99, double_dqn=True))
+    assert torch.isfinite(td_loss(network, network, batch, double_dqn=True))
 
 
 class HalfMaskedEnv(gym.Env):
@@ -180,6 +180,40 @@ def test_a_masked_mlp_dqn_never_takes_an_invalid_action(masked):
         assert env.invalid == 0 and set(greedy) <= {0, 2}
     else:  # without masks the same agent explores, and is drawn to, the refused actions
         assert env.invalid > 0
+
+
+@pytest.mark.parametrize("terminated", [True, False])
+def test_n_step_transitions_sum_discounted_rewards_and_bootstrap_after_them(terminated):
+    from prune_gym.agents.dqn import NStepBuffer, TransitionReplay
+
+    replay = TransitionReplay(10, 1, 2, gamma=0.5)
+    buffer = NStepBuffer(replay, n=3, gamma=0.5)
+    for step, reward in enumerate([1.0, 2.0, 3.0, 4.0]):
+        over = step == 3
+        buffer.add(np.array([step], np.float32), 0, reward, np.array([step + 1], np.float32), terminated and over,
+                   None, over)
+        if step == 2:
+            assert replay.size == 1  # s0 waited for three rewards
+    assert replay.size == 4 and not buffer.pending
+    assert replay.rewards[:4].tolist() == [1 + 0.5 * 2 + 0.25 * 3, 2 + 0.5 * 3 + 0.25 * 4, 3 + 0.5 * 4, 4.0]
+    assert replay.discounts[:4].tolist() == [0.125, 0.125, 0.25, 0.5]
+    assert replay.next_obs[:4, 0].tolist() == [3, 4, 4, 4]
+    assert replay.terminated[:4].tolist() == [0.0] + [float(terminated)] * 3
+
+
+def test_a_killed_and_resumed_n_step_run_reaches_the_same_weights(tmp_path):
+    kwargs = {"timesteps": 240, "seed": 1, "hyperparams": {"learning_starts": 16, "batch_size": 8, "n_step": 3,
+                                                            "gamma": 0.9, "checkpoint_every": 50, "hidden_size": 16}}
+    whole = train_run("CartPole-v1", "rnp-dqn", out=tmp_path / "whole", **kwargs)
+    killed = train_run("CartPole-v1", "rnp-dqn", out=tmp_path / "killed",
+                       callback=lambda iteration, row: iteration < 120, **kwargs)
+    train_run(out=killed, resume=True)
+    whole_final = torch.load(whole / "final_model.pt", weights_only=True)
+    resumed_final = torch.load(killed / "final_model.pt", weights_only=True)
+    for key, value in whole_final["online"].items():
+        torch.testing.assert_close(resumed_final["online"][key], value, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="n_step"):
+        DQNConfig(n_step=0)
 
 
 def test_runs_saved_before_action_masks_load_unmasked():
