@@ -283,14 +283,17 @@ def _eval_kwargs(env_id: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 
 
-def greedy_policy(model: BaseAlgorithm, env: gym.Env | None = None) -> Callable[[np.ndarray, dict[str, Any]], int]:
-    """``policy(obs, info) -> action``: a trained model's deterministic action; given ``env`` (for a
-    :data:`MASKED_ALGORITHMS` model), among that env's valid actions only, read at every call
-    because they change as the episode goes (a removed layer cannot be removed again)."""
+def greedy_policy(model: BaseAlgorithm, env: gym.Env | None = None) -> Callable[[np.ndarray, dict[str, Any]], Any]:
+    """``policy(obs, info) -> action``: a trained model's deterministic action (an int for a
+    ``Discrete`` space, an array for a ``Box`` one); given ``env`` (for a :data:`MASKED_ALGORITHMS`
+    model), among that env's valid actions only, read at every call because they change as the
+    episode goes (a removed layer cannot be removed again)."""
+    discrete = isinstance(model.action_space, spaces.Discrete)
 
-    def policy(obs: np.ndarray, info: dict[str, Any]) -> int:
+    def policy(obs: np.ndarray, info: dict[str, Any]) -> Any:
         masks = {} if env is None else {"action_masks": env.unwrapped.action_masks()}
-        return int(model.predict(obs, deterministic=True, **masks)[0])
+        action = model.predict(obs, deterministic=True, **masks)[0]
+        return int(action) if discrete else action
 
     return policy
 

@@ -450,6 +450,11 @@ def test_sb3_box_algorithms_and_resume(tmp_path, algo):
     from prune_gym.agents.sb3 import SB3_ALGORITHMS
 
     assert SB3_ALGORITHMS[algo].load(run_dir / "final_model.zip").num_timesteps >= 80
+    env = gym.make("Pendulum-v1")  # the loaded run acts with a Box action (an int() of it once broke compare)
+    obs, info = env.reset(seed=0)
+    action = load_agent_policy(run_dir).make(env)(obs, info)
+    assert env.action_space.contains(np.asarray(action, dtype=np.float32).reshape(env.action_space.shape))
+    env.step(action)
 
 
 LAYERPRUNE = "LayerPrune-MNIST-v1"
