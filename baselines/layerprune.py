@@ -5,6 +5,10 @@
   are below the threshold at once the lowest α goes first and the others follow at the next
   steps. The freezing schedule after a removal is the environment's (``freeze_epochs``, default 1).
 * ``never-remove`` — keep all layers: the unpruned reference trained with the same budget.
+* ``remove-every-layer`` — remove the first layer still alive at every step until none is left
+  (the head alone then trains on): a degenerate reference that shows what the reward pays for
+  MACs alone. An agent that beats the method's rule but not this one has learned to trade
+  accuracy for MACs at the reward's rate, not to prune well.
 
 For ``prune-gym compare`` the family's runner adds the network's ``depth`` to every row and the γ/α
 histories of every layer to the final row; its report writes ``layer_histories.png`` (α and γ per
@@ -50,6 +54,18 @@ def make_alpha_threshold(env: gym.Env) -> Policy:
 @register_policy("LayerPrune", "never-remove", "keep every layer (unpruned network, same training budget)")
 def make_never_remove(env: gym.Env) -> Policy:
     return lambda obs, info: 0
+
+
+@register_policy("LayerPrune", "remove-every-layer", "remove the first alive layer at every step until none is "
+                 "left (degenerate reference: what the reward pays for MACs alone)")
+def make_remove_every_layer(env: gym.Env) -> Policy:
+    max_layers = env.unwrapped.max_layers
+
+    def policy(obs: np.ndarray, info: dict[str, Any]) -> int:
+        alive = np.flatnonzero(obs[:max_layers] > 0.5)
+        return 1 + int(alive[0]) if len(alive) else 0
+
+    return policy
 
 
 def plot_layer_histories(histories_by_policy: dict[str, dict[int, dict[str, Any]]], path: str, title: str) -> None:

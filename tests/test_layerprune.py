@@ -143,7 +143,7 @@ def test_masked_ppo_learns_on_the_env(fake_data_dir):
 
 
 def test_baselines_implement_the_stated_rules(fake_data_dir):
-    assert [policy.name for policy in policies_for(ID)] == ["alpha-threshold", "never-remove"]
+    assert [policy.name for policy in policies_for(ID)] == ["alpha-threshold", "never-remove", "remove-every-layer"]
     layers = 4
     obs = np.zeros(4 * layers + 4, dtype=np.float32)
     obs[:layers] = [1, 1, 0, 1]
@@ -164,6 +164,14 @@ def test_baselines_implement_the_stated_rules(fake_data_dir):
     obs, *_, info = env.step(0)
     assert obs[3 + 1] < ALPHA_THRESHOLD and policy(obs, info) == 2
     assert get_policy(ID, "never-remove").make(env)(obs, info) == 0
+    env = make(fake_data_dir, epochs=5)
+    obs, info = env.reset(seed=0)
+    remove_all = get_policy(ID, "remove-every-layer").make(env)
+    actions = []
+    for _ in range(env.max_layers + 1):
+        actions.append(remove_all(obs, info))
+        obs, *_, info = env.step(actions[-1])
+    assert actions == [1, 2, 3, 0] and info["depth"] == 0 and not info["invalid_action"]
 
 
 def test_cross_entropy_objective_is_trained(fake_data_dir):
@@ -180,8 +188,9 @@ def test_compare_writes_the_family_report(fake_data_dir, tmp_path):
     kwargs = {key: value for key, value in cheap_kwargs(ID, fake_data_dir).items()}
     rows = compare(ID, seeds=1, out=tmp_path, env_kwargs=kwargs)
     finals = [row for row in rows if row["final"]]
-    assert [row["policy"] for row in finals] == ["alpha-threshold", "never-remove"]
+    assert [row["policy"] for row in finals] == ["alpha-threshold", "never-remove", "remove-every-layer"]
     assert all(row["depth"] == 3 for row in rows if row["policy"] == "never-remove")
+    assert finals[2]["depth"] == 0 and finals[2]["macs"] < finals[1]["macs"]
     assert set(finals[0]["layer_histories"]) == {0, 1, 2}
     assert len(finals[0]["layer_histories"][0]["alpha"]) == kwargs["epochs"] + 1
     for name in ("results.csv", "results.md", "pareto.png", "layer_histories.png", "layerprune.md"):
