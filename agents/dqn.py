@@ -119,12 +119,10 @@ class TransitionReplay(RingReplay):
         self.size = 0
 
     def add(self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray, terminated: bool,
-            next_mask: np.ndarray | None = None, discount: float | None = None) -> None:
+            next_mask: np.ndarray | None, discount: float) -> None:
         row = self.position
         self.obs[row], self.actions[row], self.rewards[row] = obs, action, reward
-        self.next_obs[row], self.terminated[row] = next_obs, float(terminated)
-        if discount is not None:
-            self.discounts[row] = discount
+        self.next_obs[row], self.terminated[row], self.discounts[row] = next_obs, float(terminated), discount
         self.next_masks[row] = True if next_mask is None else next_mask
         self.position = (row + 1) % len(self.obs)
         self.size = min(len(self.obs), self.size + 1)
@@ -186,6 +184,11 @@ def td_loss(online: QNetwork, target: QNetwork, batch: dict[str, torch.Tensor], 
 # ----------------------------------------------------------------------------------------------
 
 
+def flat_observation(obs: Any) -> np.ndarray:
+    """An env observation as the flat float32 vector the Q-network and the replay take."""
+    return np.asarray(obs, dtype=np.float32).reshape(-1)
+
+
 def valid_actions(env: gym.Env) -> np.ndarray | None:
     """The env's ``action_masks()`` (bool, one per action) now, or None if it has none."""
     masks = getattr(env.unwrapped, "action_masks", None)
@@ -216,7 +219,6 @@ class DQNTrainer:
         self.replay = TransitionReplay(config.buffer_size, int(np.prod(env.observation_space.shape)),
                                        int(env.action_space.n), config.gamma)
         self.n_step = NStepBuffer(self.replay, config.n_step, config.gamma)
-        self._last_step: tuple[np.ndarray, np.ndarray | None] | None = None  # s' and its valid actions
         self.total_iterations = config.timesteps
         self.iteration = 0
         self.metrics: list[dict[str, float]] = []
@@ -238,15 +240,14 @@ class DQNTrainer:
             # Reset seeds come from the agent's generator, so its state alone fixes the episodes.
             self.episode_obs, _ = env.reset(seed=int(self.rng.integers(2**31)))
             self.episode_return, self.episode_length = 0.0, 0
-        obs = np.asarray(self.episode_obs, dtype=np.float32).reshape(-1)
+        obs = flat_observation(self.episode_obs)
         with torch.no_grad():
             q_values = self.learner.online(torch.from_numpy(obs).unsqueeze(0)).numpy()
         mask = self._valid_actions()
         action = int(epsilon_greedy(q_values, self.epsilon(), self.rng, None if mask is None else mask[None])[0])
         next_obs, reward, terminated, truncated, info = env.step(action)
-        flat_next, next_mask = np.asarray(next_obs, dtype=np.float32).reshape(-1), self._valid_actions()
-        self.n_step.add(obs, action, float(reward), flat_next, terminated, next_mask, terminated or truncated)
-        self._last_step = (flat_next, next_mask)
+        self.n_step.add(obs, action, float(reward), flat_observation(next_obs), terminated, self._valid_actions(),
+                        terminated or truncated)
         self.episode_return += float(reward)
         self.episode_length += 1
         row: dict[str, float] = {}
@@ -280,9 +281,8 @@ class DQNTrainer:
         An env cannot be restored mid-episode, so a checkpoint also ends the current episode here:
         the uninterrupted and the resumed run both start a fresh one after it (its steps still
         waiting for n rewards go to the replay first, bootstrapping from the last state reached)."""
-        if self.n_step.pending:
-            assert self._last_step is not None
-            self.n_step.flush(self._last_step[0], False, self._last_step[1])
+        if self.n_step.pending:  # the episode goes on: its last state is the observation carried over
+            self.n_step.flush(flat_observation(self.episode_obs), False, self._valid_actions())
         self.episode_obs = None
         return trainer_state_dict(self)
 

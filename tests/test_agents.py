@@ -222,7 +222,7 @@ def test_runs_saved_before_action_masks_load_unmasked():
     from prune_gym.agents.dqn import TransitionReplay
 
     old = TransitionReplay(4, 2, 3)
-    old.add(np.zeros(2), 1, 0.5, np.ones(2), False)
+    old.add(np.zeros(2), 1, 0.5, np.ones(2), False, None, 0.99)
     state = {name: value for name, value in old.state_dict().items() if name != "next_masks"}  # an older checkpoint
     resumed = TransitionReplay(4, 2, 3)
     resumed.load_state_dict(state)
