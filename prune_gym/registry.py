@@ -43,6 +43,9 @@ FAMILIES: dict[str, str] = {
 }
 _RNP, _DROPNET, _LAYERPRUNE, _ALPHABLEND, _MASKOFFSET = FAMILIES.values()
 _RNP_VECTOR = "prune_gym.envs.rnp:RNPVectorEnv"
+# LayerPrune-CIFAR10-Arena-v1's kwargs; v2 is the same arena with another reward weight.
+_LAYERPRUNE_CIFAR10_ARENA = {"dataset": "cifar10", "iterations_per_step": 16, "nu_rate": 0.04, "gamma_lr": 0.04,
+                             "val_images": 2000, "test_every_step": False}
 
 ENV_TABLE: tuple[EnvEntry, ...] = (
     EnvEntry(
@@ -154,8 +157,7 @@ ENV_TABLE: tuple[EnvEntry, ...] = (
         "LayerPrune-CIFAR10-Arena-v1", _LAYERPRUNE,
         "Arena: LayerPrune-CIFAR10-v1 with 16 Adam steps per env step, ν and γ rates scaled, 2,000 val images, "
         "test images scored at reset and the end only",
-        {"dataset": "cifar10", "iterations_per_step": 16, "nu_rate": 0.04, "gamma_lr": 0.04, "val_images": 2000,
-         "test_every_step": False},
+        _LAYERPRUNE_CIFAR10_ARENA,
         arena_of="LayerPrune-CIFAR10-v1",
     ),
     # v1's reward let a degenerate policy win: its network trains too little for the cross-entropy
@@ -165,8 +167,7 @@ ENV_TABLE: tuple[EnvEntry, ...] = (
     EnvEntry(
         "LayerPrune-CIFAR10-Arena-v2", _LAYERPRUNE,
         "Arena: LayerPrune-CIFAR10-Arena-v1 with ce_weight 3, so removing every layer no longer pays",
-        {"dataset": "cifar10", "iterations_per_step": 16, "nu_rate": 0.04, "gamma_lr": 0.04, "val_images": 2000,
-         "test_every_step": False, "ce_weight": 3.0},
+        {**_LAYERPRUNE_CIFAR10_ARENA, "ce_weight": 3.0},
         arena_of="LayerPrune-CIFAR10-v1",
     ),
     EnvEntry(
