@@ -26,8 +26,9 @@ run whose (policy, seed) is already there is refused unless ``overwrite`` (``--o
 replaces those rows, or ``resume`` (``--resume``), which skips them: after a kill, or to add agents or
 seeds to a comparison, only the missing runs are played; another env id or other settings are
 refused (they would mix incomparable rows). ``--report-only`` checks the env id against
-``compare.json`` too. Earlier rows come back from the CSV, so columns a family's runner keeps only
-in memory (e.g. LayerPrune's layer histories) are missing for them in the family's own report.
+``compare.json`` too. What a family's runner adds to its rows beyond :data:`COLUMNS` (LayerPrune's
+depth and γ/α histories) is kept beside the CSV in ``extras.jsonl`` and joined back to the earlier
+rows, so the family's own report covers every run after ``--resume`` or ``--report-only`` too.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ from prune_gym.results import COLUMNS, column_values, mean_std
 logger = logging.getLogger("prune_gym.compare")
 
 SETTINGS_FILE = "compare.json"  # beside results.csv: the env id and settings its rows were made with
+# Beside results.csv: the figures a family's runner adds to rows beyond COLUMNS (structured values
+# such as LayerPrune's γ/α histories, which a CSV cell cannot hold), one JSON line per such row.
+EXTRAS_FILE = "extras.jsonl"
 
 
 def default_runner(env_id: str, policy: ScriptedPolicy, seed: int, env_kwargs: dict[str, Any],
@@ -226,7 +230,7 @@ def earlier_rows(out: Path, settings: dict[str, Any], planned: set[tuple[str, in
     if stored is None:
         logger.warning("%s has no %s (written before the env id was recorded); appending to it as results of %s.",
                        out, SETTINGS_FILE, settings["env_id"])
-    rows = read_csv(results)
+    rows = read_rows(out)
     done = sorted({(row["policy"], row["seed"]) for row in rows} & planned)
     if done and not overwrite:
         listed = ", ".join(f"{policy} seed {seed}" for policy, seed in done[:6]) + (", …" if len(done) > 6 else "")
@@ -242,6 +246,7 @@ def earlier_rows(out: Path, settings: dict[str, Any], planned: set[tuple[str, in
 
 def write_outputs(rows: list[dict[str, Any]], out: Path, env_id: str, order: Sequence[str]) -> None:
     write_csv(rows, out / "results.csv")
+    write_extras(rows, out / EXTRAS_FILE)
     (out / "results.md").write_text(markdown_table(rows, env_id, order))
     plot_pareto(rows, out / "pareto.png", env_id, order)
     report = report_for(env_id)
@@ -279,6 +284,59 @@ def read_csv(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _positions(rows: list[dict[str, Any]]) -> list[tuple[str, int, int]]:
+    """(policy, seed, index of the row within its run) of every row: what ties a row of
+    ``results.csv`` to its line in ``extras.jsonl``."""
+    seen: dict[tuple[str, int], int] = {}
+    keys = []
+    for row in rows:
+        run = (row["policy"], row["seed"])
+        keys.append((*run, seen.get(run, 0)))
+        seen[run] = seen.get(run, 0) + 1
+    return keys
+
+
+def _json_value(value: Any) -> Any:
+    """numpy scalars and arrays as JSON numbers and lists (``json.dumps``'s ``default``)."""
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def write_extras(rows: list[dict[str, Any]], path: Path) -> None:
+    """One JSON line per row holding figures beyond :data:`COLUMNS`: ``policy``, ``seed``, ``row``
+    (index within its run) and ``extras``. JSON turns integer dict keys into strings; readers of
+    the extras accept both (e.g. :func:`prune_gym.baselines.layerprune.plot_layer_histories`)."""
+    lines = []
+    for (policy, seed, index), row in zip(_positions(rows), rows):
+        extras = {name: value for name, value in row.items() if name not in COLUMNS and value is not None}
+        if extras:
+            lines.append(json.dumps({"policy": policy, "seed": seed, "row": index, "extras": extras},
+                                    default=_json_value))
+    if lines or path.exists():
+        path.write_text("".join(line + "\n" for line in lines))
+
+
+def read_rows(out: Path) -> list[dict[str, Any]]:
+    """The rows of ``out/results.csv`` with their ``extras.jsonl`` figures joined back (a
+    directory written before extras were kept has none)."""
+    rows = read_csv(out / "results.csv")
+    path = out / EXTRAS_FILE
+    if not path.is_file():
+        return rows
+    extras: dict[tuple[str, int, int], dict[str, Any]] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            extras[(record["policy"], int(record["seed"]), int(record["row"]))] = dict(record["extras"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{path} line {number} is not a record of extras ({error}); it is rewritten from "
+                             f"the runs in memory by every compare, so delete it to drop the extras.") from error
+    return [{**row, **extras.get(key, {})} for key, row in zip(_positions(rows), rows)]
+
+
 def report(out: str | Path, env_id: str) -> list[dict[str, Any]]:
     """Rewrite ``results.md`` and ``pareto.png`` of ``out`` from its ``results.csv`` (no runs).
 
@@ -291,7 +349,7 @@ def report(out: str | Path, env_id: str) -> list[dict[str, Any]]:
         raise FileNotFoundError(f"{out / 'results.csv'} does not exist: --report-only rebuilds the tables of an "
                                 f"earlier `prune-gym compare {env_id} --out {out}`; run that first.")
     check_same_env(out, read_settings(out), env_id)
-    rows = read_csv(out / "results.csv")
+    rows = read_rows(out)
     order = list(dict.fromkeys(row["policy"] for row in rows))
     write_outputs(rows, out, env_id, order)
     return rows

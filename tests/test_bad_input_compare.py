@@ -147,3 +147,10 @@ def test_compare_prints_progress_lines_without_a_terminal(fast_runs, tmp_path, m
     lines = [record.getMessage() for record in caplog.records if record.name == "prune_gym.progress"]
     assert lines[0].startswith(f"compare {FC}: 1/2 runs (50 %)") and "ETA" in lines[0]
     assert lines[-1].startswith(f"compare {FC}: 2/2 runs (100 %)") and "done" in lines[-1]
+
+
+def test_a_damaged_extras_file_is_a_clear_error(fast_runs, tmp_path):
+    compare(FC, policies="min", seeds=1, out=tmp_path)
+    (tmp_path / "extras.jsonl").write_text('{"policy": "min", "seed": 0\n')
+    with pytest.raises(ValueError, match="extras.jsonl line 1 is not a record of extras"):
+        compare(FC, policies="max", seeds=1, out=tmp_path)

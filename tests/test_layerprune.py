@@ -199,6 +199,28 @@ def test_compare_writes_the_family_report(fake_data_dir, tmp_path):
     assert "| never-remove | 1 | 3.00 |" in table
 
 
+def test_the_family_report_covers_the_runs_of_an_earlier_process_after_resume_and_report_only(fake_data_dir,
+                                                                                             tmp_path):
+    """Regression: the report was rebuilt from the resuming process's runs only (results.csv holds
+    no depth or histories), so after ``--resume`` layerprune.md listed the new policies alone."""
+    from prune_gym.baselines.compare import compare, report
+
+    kwargs = cheap_kwargs(ID, fake_data_dir)
+    first = compare(ID, policies="never-remove", seeds=1, out=tmp_path, env_kwargs=kwargs)
+    compare(ID, policies="never-remove,remove-every-layer", seeds=1, out=tmp_path, env_kwargs=kwargs, resume=True)
+    table = (tmp_path / "layerprune.md").read_text()
+    assert "| never-remove | 1 | 3.00 |" in table and "| remove-every-layer | 1 | 0.00 |" in table
+    (tmp_path / "layerprune.md").unlink()
+    rows = report(tmp_path, ID)
+    assert "| never-remove | 1 | 3.00 |" in (tmp_path / "layerprune.md").read_text()
+    stored = next(row for row in rows if row["final"] and row["policy"] == "never-remove")
+    original = next(row for row in first if row["final"])
+    assert stored["depth"] == 3
+    # JSON keeps the histories' values exactly; its dict keys come back as strings.
+    restored = {int(origin): history for origin, history in stored["layer_histories"].items()}
+    assert restored == original["layer_histories"]
+
+
 def test_eval_data_replaces_the_test_split_and_train_subset_cuts_training(fake_data_dir, tmp_path):
     from conftest import write_fake_npz
 
