@@ -73,6 +73,8 @@ def cheap_kwargs(env_id: str, fake_data_dir: Path) -> dict:
     """Kwargs that make ``env_id`` construct, pretrain and step in seconds."""
     entry = get_entry(env_id)
     kwargs = {**_CHEAP_BY_FAMILY[entry.family], "device": "cpu"}
+    if entry.kwargs.get("pool_before"):  # LayerPrune-CIFAR10-v2: enough layers for its stage boundaries
+        kwargs["max_layers"] = max(kwargs["max_layers"], *entry.kwargs["pool_before"])
     if entry.kwargs.get("dataset") != "synthetic":
         kwargs["data_root"] = str(fake_data_dir)
     return kwargs

@@ -47,6 +47,18 @@ def test_sign_flipped_reward_weights_are_refused(env_id, kwargs, message, fake_d
         gym.make(env_id, **{**cheap_kwargs(env_id, fake_data_dir), **kwargs})
 
 
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"pool_before": [0]}, r"pool_before must be a list of increasing layer indices in 1..6 .*got \[0\]"),
+    ({"pool_before": [4, 2]}, r"pool_before must be a list of increasing layer indices"),
+    ({"pool_before": 3}, r"pool_before must be a list of increasing layer indices"),
+    ({"stem_stride": 3}, r"stem_stride must be an integer in 1..2"),
+    ({"augment": "yes"}, r"augment must be true or false"),
+])
+def test_layerprune_network_shape_arguments_are_checked(kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        gym.make("LayerPrune-MNIST-v1", **kwargs)
+
+
 def test_unknown_arguments_name_the_valid_ones():
     with pytest.raises(TypeError, match=r"Unknown LayerPrune arguments \['epoch'\]; valid arguments: .*'epochs'"):
         gym.make("LayerPrune-MNIST-v1", epoch=3)

@@ -74,6 +74,31 @@ def test_removal_transfers_weights_and_histories_exactly():
     assert every(rebuilt) == every(model) - every(model.layers[1])
 
 
+def test_stage_boundaries_stay_where_they_were_when_layers_go():
+    """``pool_before`` pools by original index: removing a layer on either side of a boundary
+    keeps the resolutions of the layers that remain (and so their MACs)."""
+    torch.manual_seed(0)
+    model = AlphaCNN(3, 10, width=4, depth=4, stem_stride=1, pool_before=(2,)).eval()
+    images = torch.rand(2, 3, 32, 32)
+    stem = model.stem(images)
+    assert stem.shape[-1] == 16  # stride 1, then the stem's pool
+    h = model.layers[1](model.layers[0](stem, model.nu), model.nu)
+    h = model.layers[3](model.layers[2](F.max_pool2d(h, 2), model.nu), model.nu)
+    assert torch.allclose(model(images), model.head(h.mean(dim=(2, 3))))
+    layer_macs = 4 * 4 * 9  # one 4→4 3×3 conv per position
+    full = count_macs(model, (3, 32, 32))
+    assert full - count_macs(model.without_layer(0), (3, 32, 32)) == layer_macs * 16 * 16
+    after_boundary = model.without_layer(2)
+    assert full - count_macs(after_boundary, (3, 32, 32)) == layer_macs * 8 * 8
+    # Both layers of the first stage gone: the pool still comes before layers 2 and 3.
+    emptied = model.without_layer(0).without_layer(0)
+    assert emptied.pool_before == (2,)
+    h = emptied.layers[1](emptied.layers[0](F.max_pool2d(emptied.stem(images), 2), model.nu), model.nu)
+    assert torch.allclose(emptied(images), emptied.head(h.mean(dim=(2, 3))))
+    with pytest.raises(ValueError, match="pool_before must be increasing layer indices in 1..4"):
+        AlphaCNN(3, 10, width=4, depth=4, pool_before=(3, 2))
+
+
 def test_env_removal_masks_accounting_and_reward(fake_data_dir):
     env = make(fake_data_dir, epochs=4)
     obs, info = env.reset(seed=0)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,7 @@ from prune_gym.envs.base import (
     EpochBatches,
     PruningEnv,
     SplitData,
+    augmenter,
     check_choice,
     classifier_metrics,
     load_split_data,
@@ -43,6 +46,9 @@ class LayerPruneSettings:
     dataset: str = "cifar10"
     width: int = 32
     max_layers: int = 6
+    stem_stride: int = 2
+    pool_before: tuple[int, ...] = ()
+    augment: bool = False
     epochs: int = 20
     iterations_per_step: int | None = None
     train_subset: int | None = None
@@ -66,6 +72,14 @@ class LayerPruneSettings:
         check_choice("dataset", self.dataset, DATASETS)
         for name in ("width", "max_layers", "epochs", "batch_size"):
             set_integer(self, name, minimum=1)
+        set_integer(self, "stem_stride", minimum=1, maximum=2)
+        pools = self.pool_before
+        if isinstance(pools, str | bytes) or not isinstance(pools, Sequence) or any(
+                isinstance(index, bool) or not isinstance(index, Integral) for index in pools) or list(pools) != sorted(
+                set(pools)) or any(not 1 <= index <= self.max_layers for index in pools):
+            raise ValueError(f"pool_before must be a list of increasing layer indices in 1..{self.max_layers} "
+                             f"(a 2×2 max-pool before each), got {pools!r}.")
+        object.__setattr__(self, "pool_before", tuple(int(index) for index in pools))
         set_integer(self, "iterations_per_step", minimum=1, optional=True)
         set_integer(self, "train_subset", minimum=1, optional=True)
         set_integer(self, "val_images", minimum=1, optional=True)
@@ -81,8 +95,9 @@ class LayerPruneSettings:
         set_real(self, "invalid_action_penalty", lambda p: p <= 0.0, "≤ 0 (a penalty)")
         set_real(self, "val_fraction", lambda f: 0.0 < f < 1.0, "a fraction strictly between 0 and 1")
         check_choice("budget_end", self.budget_end, BUDGET_ENDS)
-        if not isinstance(self.test_every_step, bool):
-            raise TypeError(f"test_every_step must be true or false, got {self.test_every_step!r}.")
+        for name in ("test_every_step", "augment"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be true or false, got {getattr(self, name)!r}.")
 
 
 def scale_to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -150,6 +165,11 @@ class LayerPruneEnv(PruningEnv):
     ## Arguments
     - ``dataset``: ``"cifar10"``, ``"cifar100"``, ``"mnist"`` or ``"synthetic"``; ``data_root`` as for every env.
     - ``width``, ``max_layers``: channels of every layer and removable layers at the start.
+    - ``stem_stride`` (1 or 2, default 2) and ``pool_before`` (layer indices with a fixed 2×2
+      max-pool before them, default none): the network's resolutions (see
+      :class:`~prune_gym.models.alpha_cnn.AlphaCNN`). v2's are 1 and ``(3,)``: layers 0–2 at
+      16×16, layers 3–5 at 8×8 on CIFAR-10.
+    - ``augment``: random shifts (and flips on CIFAR) of every training batch (default off).
     - ``epochs``: the budget of environment steps (default 20, as in the method's report).
     - ``iterations_per_step``: optimiser steps per environment step; ``None`` = one epoch over the
       (subset of the) training split. ``train_subset``: use only this many training images.
@@ -170,6 +190,9 @@ class LayerPruneEnv(PruningEnv):
     - ``device``: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
 
     ## Version History
+    - v2 (``LayerPrune-CIFAR10-v2`` only): a larger network — ``stem_stride=1``, ``width=64``,
+      ``pool_before=(2, 4)`` (layers 0–1 at 16×16, 2–3 at 8×8, 4–5 at 4×4; 26.5 M MACs/image
+      against v1's 3.8 M) — trained with ``augment=True``; actions, observation and reward as v1.
     - v1: the epoch budget's end truncates (the one contract's rule); ``info["val_loss"]`` is
       ``cross_entropy``; ``params`` counts conv/linear weights and biases only (the project's one
       count; v0 counted every parameter, batch norms and γ's included).
@@ -231,10 +254,13 @@ class LayerPruneEnv(PruningEnv):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(torch_seed(self.np_random))
             self.model = AlphaCNN(channels, data.dataset.num_classes, settings.width, settings.max_layers,
-                                  settings.nu_rate).to(self.device)
+                                  settings.nu_rate, settings.stem_stride, settings.pool_before).to(self.device)
         self._optimizer = self._build_optimizer()
         self._batches = EpochBatches(data.train_images, data.train_labels, settings.batch_size,
                                      torch.Generator().manual_seed(torch_seed(self.np_random)))
+        # Its own generator, drawn after the batches' so that augment=False episodes are unchanged.
+        self._augment = augmenter(data.dataset, torch.Generator().manual_seed(torch_seed(self.np_random))) \
+            if settings.augment else None
         self._costs_full = model_costs(self.model, data.dataset.image_shape)
         self._costs = dict(self._costs_full)
         self._cycle, self._frozen_left = 0, 0
@@ -263,7 +289,8 @@ class LayerPruneEnv(PruningEnv):
         self._frozen_left = max(0, self._frozen_left - 1)
         iterations = settings.iterations_per_step or self._batches.iterations_per_epoch
         metrics = train_iterations(self.model, self._optimizer, self._batches, self._loss_and_logits, iterations,
-                                   self._validate, after_step=self.model.advance, description="LayerPrune step")
+                                   self._validate, after_step=self.model.advance, augment=self._augment,
+                                   description="LayerPrune step")
         self.model.set_features_frozen(False)
         self.model.record_history()
         self._val = {"accuracy": metrics["accuracy"], "cross_entropy": metrics["cross_entropy"]}

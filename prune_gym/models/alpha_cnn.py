@@ -62,24 +62,36 @@ class AlphaLayer(nn.Module):
 class AlphaCNN(nn.Module):
     """Fixed stem, ``depth`` removable :class:`AlphaLayer` s of equal width, linear head.
 
-    The stem (3×3 conv with stride 2 → BN → ReLU → 2×2 max-pool) brings 32×32 images to 8×8
-    (28×28 MNIST to 7×7) so that every removable layer is cheap; the head is a linear classifier
-    on globally average-pooled features. Inputs are images scaled to [0, 1].
+    The stem is a 3×3 conv with stride ``stem_stride`` → BN → ReLU → 2×2 max-pool: with the
+    default stride 2 it brings 32×32 images to 8×8 (28×28 MNIST to 7×7) so that every removable
+    layer is cheap; with stride 1 the layers start at 16×16. ``pool_before`` lists original layer
+    indices before which a fixed 2×2 max-pool halves the resolution (a stage boundary: it stays
+    when layers on either side are removed, and since every layer keeps its width any one can
+    still go). The head is a linear classifier on globally average-pooled features. Inputs are
+    images scaled to [0, 1].
 
     Args:
         in_channels, num_classes: of the dataset.
         width: channels of the stem and every removable layer.
         depth: removable layers.
         nu_rate: ``ν_t = nu_rate · t``, ``t`` counting optimiser steps (:meth:`advance`).
+        stem_stride: 1 or 2 (see above).
+        pool_before: increasing original layer indices in 1..depth (``depth`` = after the last layer).
     """
 
     def __init__(self, in_channels: int, num_classes: int, width: int = 32, depth: int = 6,
-                 nu_rate: float = DEFAULT_NU_RATE) -> None:
+                 nu_rate: float = DEFAULT_NU_RATE, stem_stride: int = 2, pool_before: tuple[int, ...] = ()) -> None:
         super().__init__()
         if width < 1 or depth < 0:
             raise ValueError(f"width must be ≥ 1 and depth ≥ 0, got width={width}, depth={depth}.")
+        if stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride!r}.")
+        pool_before = tuple(pool_before)
+        if list(pool_before) != sorted(set(pool_before)) or any(not 1 <= index <= depth for index in pool_before):
+            raise ValueError(f"pool_before must be increasing layer indices in 1..{depth}, got {pool_before!r}.")
         self.in_channels, self.num_classes, self.width, self.nu_rate = in_channels, num_classes, width, nu_rate
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False),
+        self.stem_stride, self.pool_before = stem_stride, pool_before
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, stride=stem_stride, padding=1, bias=False),
                                   nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2))
         self.layers = nn.ModuleList(AlphaLayer(width, origin) for origin in range(depth))
         self.head = nn.Linear(width, num_classes)
@@ -129,8 +141,14 @@ class AlphaCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.stem(x)
         nu = self.nu
+        pools = iter(self.pool_before)
+        boundary = next(pools, None)
         for layer in self.layers:
+            while boundary is not None and layer.origin >= boundary:  # stage boundaries by original index
+                h, boundary = F.max_pool2d(h, 2), next(pools, None)
             h = layer(h, nu)
+        while boundary is not None:  # boundaries after the last alive layer
+            h, boundary = F.max_pool2d(h, 2), next(pools, None)
         return self.head(h.mean(dim=(2, 3)))
 
     @torch.no_grad()
@@ -142,7 +160,8 @@ class AlphaCNN(nn.Module):
         """
         if not 0 <= position < self.depth:
             raise ValueError(f"No layer at position {position}: this model has layers 0..{self.depth - 1}.")
-        rebuilt = AlphaCNN(self.in_channels, self.num_classes, self.width, 0, self.nu_rate)
+        rebuilt = AlphaCNN(self.in_channels, self.num_classes, self.width, 0, self.nu_rate, self.stem_stride)
+        rebuilt.pool_before = self.pool_before  # original indices: they outlive the layers they precede
         rebuilt.stem.load_state_dict(self.stem.state_dict())
         rebuilt.head.load_state_dict(self.head.state_dict())
         rebuilt.training_step.copy_(self.training_step)
