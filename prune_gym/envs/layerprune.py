@@ -73,13 +73,10 @@ class LayerPruneSettings:
         for name in ("width", "max_layers", "epochs", "batch_size"):
             set_integer(self, name, minimum=1)
         set_integer(self, "stem_stride", minimum=1, maximum=2)
-        pools = self.pool_before
-        if isinstance(pools, str | bytes) or not isinstance(pools, Sequence) or any(
-                isinstance(index, bool) or not isinstance(index, Integral) for index in pools) or list(pools) != sorted(
-                set(pools)) or any(not 1 <= index <= self.max_layers for index in pools):
+        if not _increasing_layer_indices(self.pool_before, self.max_layers):
             raise ValueError(f"pool_before must be a list of increasing layer indices in 1..{self.max_layers} "
-                             f"(a 2×2 max-pool before each), got {pools!r}.")
-        object.__setattr__(self, "pool_before", tuple(int(index) for index in pools))
+                             f"(a 2×2 max-pool before each), got {self.pool_before!r}.")
+        object.__setattr__(self, "pool_before", tuple(int(index) for index in self.pool_before))
         set_integer(self, "iterations_per_step", minimum=1, optional=True)
         set_integer(self, "train_subset", minimum=1, optional=True)
         set_integer(self, "val_images", minimum=1, optional=True)
@@ -98,6 +95,15 @@ class LayerPruneSettings:
         for name in ("test_every_step", "augment"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be true or false, got {getattr(self, name)!r}.")
+
+
+def _increasing_layer_indices(value: Any, max_layers: int) -> bool:
+    """Whether ``value`` is a sequence of strictly increasing integers in 1..max_layers."""
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        return False
+    if any(isinstance(index, bool) or not isinstance(index, Integral) for index in value):
+        return False
+    return list(value) == sorted(set(value)) and all(1 <= index <= max_layers for index in value)
 
 
 def scale_to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -167,8 +173,8 @@ class LayerPruneEnv(PruningEnv):
     - ``width``, ``max_layers``: channels of every layer and removable layers at the start.
     - ``stem_stride`` (1 or 2, default 2) and ``pool_before`` (layer indices with a fixed 2×2
       max-pool before them, default none): the network's resolutions (see
-      :class:`~prune_gym.models.alpha_cnn.AlphaCNN`). v2's are 1 and ``(3,)``: layers 0–2 at
-      16×16, layers 3–5 at 8×8 on CIFAR-10.
+      :class:`~prune_gym.models.alpha_cnn.AlphaCNN`). v2's are 1 and ``[2, 4]``: on CIFAR-10
+      layers 0–1 at 16×16, 2–3 at 8×8 and 4–5 at 4×4.
     - ``augment``: random shifts (and flips on CIFAR) of every training batch (default off).
     - ``epochs``: the budget of environment steps (default 20, as in the method's report).
     - ``iterations_per_step``: optimiser steps per environment step; ``None`` = one epoch over the
@@ -191,7 +197,7 @@ class LayerPruneEnv(PruningEnv):
 
     ## Version History
     - v2 (``LayerPrune-CIFAR10-v2`` only): a larger network — ``stem_stride=1``, ``width=64``,
-      ``pool_before=(2, 4)`` (layers 0–1 at 16×16, 2–3 at 8×8, 4–5 at 4×4; 26.5 M MACs/image
+      ``pool_before=[2, 4]`` (layers 0–1 at 16×16, 2–3 at 8×8, 4–5 at 4×4; 26.5 M MACs/image
       against v1's 3.8 M) — trained with ``augment=True``; actions, observation and reward as v1.
     - v1: the epoch budget's end truncates (the one contract's rule); ``info["val_loss"]`` is
       ``cross_entropy``; ``params`` counts conv/linear weights and biases only (the project's one
