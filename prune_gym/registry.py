@@ -108,7 +108,7 @@ ENV_TABLE: tuple[EnvEntry, ...] = (
     EnvEntry(
         "LayerPrune-CIFAR10-v2", _LAYERPRUNE,
         "LayerPrune-CIFAR10-v1 on a larger CNN (stride-1 stem, 64 channels, layers at 16×16, 8×8 and 4×4, "
-        "26.6 M MACs/image) trained with flips and shifts",
+        "26.5 M MACs/image) trained with flips and shifts",
         {"dataset": "cifar10", "width": 64, "stem_stride": 1, "pool_before": [2, 4], "augment": True},
     ),
     EnvEntry(
