@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from prune_gym.envs.layerprune import LayerPruneSettings
 from prune_gym.models import BACKBONES, GroupedCNN
 from prune_gym.models.alpha_cnn import AlphaCNN
 from prune_gym.models.masked_net import MaskedNet, get_masked_net_spec
@@ -75,10 +76,10 @@ def _described_model(entry) -> tuple[nn.Module, tuple[int, int, int]]:
         return MaskedNet(get_masked_net_spec(entry.kwargs["network"]), shape, 10), shape
     if entry.family == "MaskOffset":
         return cifar_resnet(entry.kwargs["network"]), (3, 32, 32)
-    if entry.family == "LayerPrune":
-        kwargs = entry.kwargs
-        return AlphaCNN(3, 10, kwargs["width"], 6, stem_stride=kwargs["stem_stride"],
-                        pool_before=kwargs["pool_before"]), (3, 32, 32)
+    if entry.family == "LayerPrune":  # the id's kwargs over the family's defaults
+        settings = LayerPruneSettings(**entry.kwargs)
+        return AlphaCNN(3, 10, settings.width, settings.max_layers, stem_stride=settings.stem_stride,
+                        pool_before=settings.pool_before), (3, 32, 32)
     return GroupedCNN(BACKBONES[entry.kwargs["backbone"]], 3, 10).to_dense(), (3, 32, 32)
 
 

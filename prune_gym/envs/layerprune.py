@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -30,7 +28,7 @@ from prune_gym.envs.base import (
     torch_seed,
     train_iterations,
 )
-from prune_gym.models.alpha_cnn import DEFAULT_NU_RATE, AlphaCNN
+from prune_gym.models.alpha_cnn import DEFAULT_NU_RATE, AlphaCNN, increasing_layer_indices
 from prune_gym.training import resolve_device
 
 # Per-layer observation blocks (each padded to max_layers), then the four scalars.
@@ -73,7 +71,7 @@ class LayerPruneSettings:
         for name in ("width", "max_layers", "epochs", "batch_size"):
             set_integer(self, name, minimum=1)
         set_integer(self, "stem_stride", minimum=1, maximum=2)
-        if not _increasing_layer_indices(self.pool_before, self.max_layers):
+        if not increasing_layer_indices(self.pool_before, self.max_layers):
             raise ValueError(f"pool_before must be a list of increasing layer indices in 1..{self.max_layers} "
                              f"(a 2×2 max-pool before each), got {self.pool_before!r}.")
         object.__setattr__(self, "pool_before", tuple(int(index) for index in self.pool_before))
@@ -95,15 +93,6 @@ class LayerPruneSettings:
         for name in ("test_every_step", "augment"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be true or false, got {getattr(self, name)!r}.")
-
-
-def _increasing_layer_indices(value: Any, max_layers: int) -> bool:
-    """Whether ``value`` is a sequence of strictly increasing integers in 1..max_layers."""
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-        return False
-    if any(isinstance(index, bool) or not isinstance(index, Integral) for index in value):
-        return False
-    return list(value) == sorted(set(value)) and all(1 <= index <= max_layers for index in value)
 
 
 def scale_to_unit(images: torch.Tensor) -> torch.Tensor:

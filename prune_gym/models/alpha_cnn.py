@@ -16,11 +16,25 @@ the weights of every remaining layer, the step counter ``t`` and each layer's γ
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from numbers import Integral
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 DEFAULT_NU_RATE = 0.01
+
+
+def increasing_layer_indices(value: Any, depth: int) -> bool:
+    """Whether ``value`` is a sequence of strictly increasing integers in 1..depth (what
+    ``pool_before`` must be; bools and strings are not indices)."""
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        return False
+    if any(isinstance(index, bool) or not isinstance(index, Integral) for index in value):
+        return False
+    return list(value) == sorted(set(value)) and all(1 <= index <= depth for index in value)
 
 
 class AlphaActivation(nn.Module):
@@ -86,9 +100,9 @@ class AlphaCNN(nn.Module):
             raise ValueError(f"width must be ≥ 1 and depth ≥ 0, got width={width}, depth={depth}.")
         if stem_stride not in (1, 2):
             raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride!r}.")
-        pool_before = tuple(pool_before)
-        if list(pool_before) != sorted(set(pool_before)) or any(not 1 <= index <= depth for index in pool_before):
+        if not increasing_layer_indices(pool_before, depth):
             raise ValueError(f"pool_before must be increasing layer indices in 1..{depth}, got {pool_before!r}.")
+        pool_before = tuple(int(index) for index in pool_before)
         self.in_channels, self.num_classes, self.width, self.nu_rate = in_channels, num_classes, width, nu_rate
         self.stem_stride, self.pool_before = stem_stride, pool_before
         self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, stride=stem_stride, padding=1, bias=False),
