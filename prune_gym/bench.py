@@ -25,6 +25,7 @@ is ``uniform-1``, no decision network; ``prune-gym bench`` passes a decision net
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -206,6 +207,8 @@ def bench_rnp(
                              else repr(decide)),
         "num_envs": num_envs,
         "torch_threads": torch.get_num_threads(),
+        # glibc's malloc settings shape batched CPU timings (see runtime.CONV_CHUNK_BYTES): recorded.
+        "malloc_env": {name: value for name, value in sorted(os.environ.items()) if name.startswith("MALLOC_")},
         "device": str(runtime.device),
         "native_steps_per_s": round(native_rate),
         "sync_steps_per_s": round(sync_rate),

@@ -85,3 +85,73 @@ def test_bucketed_batch_equals_one_image_at_a_time_and_the_step_by_step_path(env
         step_logits, head_macs = runtime.head(h, widths)
     assert (step_macs + head_macs).tolist() == macs.tolist()
     torch.testing.assert_close(step_logits, logits, rtol=1e-5, atol=1e-5)
+
+
+def test_batches_cut_into_chunks_give_the_same_outputs_and_layout(env, monkeypatch):
+    """Layers whose conv output would pass CONV_CHUNK_BYTES run in row chunks (an allocator
+    workaround); the logits, MACs and choices must not change, nor the channels_last layout."""
+    import prune_gym.pruning.runtime as runtime_module
+
+    runtime = env.runtime
+    decide = opinionated_decider(runtime, seed=2)
+    images, _ = env.dataset.split("test", env.settings.val_fraction)
+    inputs = normalize(images[:37], env.dataset)
+    whole_logits, whole_macs, whole_chosen = runtime(inputs, decide)
+    with torch.inference_mode():
+        whole_stem = runtime.stem(inputs)[0]
+    # The synthetic stem's conv output is 32 channels × 16×16 float32 per image: chunks of 5 images
+    # there, of 10 and 20 in the next layers (37 images: uneven last chunks too).
+    stem_bytes = whole_stem.shape[1] * inputs.shape[2] * inputs.shape[3] * 4
+    monkeypatch.setattr(runtime_module, "CONV_CHUNK_BYTES", 5 * stem_bytes)
+    assert runtime_module.conv_rows_per_chunk(stem_bytes) == 5
+    logits, macs, chosen = runtime(inputs, decide)
+    with torch.inference_mode():
+        stem = runtime.stem(inputs)[0]
+    assert stem.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(stem, whole_stem, rtol=1e-6, atol=1e-6)
+    assert chosen.tolist() == whole_chosen.tolist() and macs.tolist() == whole_macs.tolist()
+    torch.testing.assert_close(logits, whole_logits, rtol=1e-5, atol=1e-5)
+
+
+def test_batched_forward_decides_in_torch_as_the_numpy_decision_function_does(env):
+    """A greedy RNP-DQN decides inside the batched forward through its torch cell, bucket by
+    bucket with per-image states; the same network called through numpy observations (any
+    decision function without a cell takes that path) must give the same choices and logits."""
+    runtime = env.runtime
+    decide = opinionated_decider(runtime, seed=3)
+    images, _ = env.dataset.split("test", env.settings.val_fraction)
+    inputs = normalize(images[:64], env.dataset)
+
+    def numpy_only(obs):
+        return decide(obs)
+
+    logits, macs, chosen = runtime(inputs, decide)
+    numpy_logits, numpy_macs, numpy_chosen = runtime(inputs, numpy_only)
+    assert len({tuple(row) for row in chosen.tolist()}) > 2  # buckets split and merge
+    assert chosen.tolist() == numpy_chosen.tolist() and macs.tolist() == numpy_macs.tolist()
+    torch.testing.assert_close(logits, numpy_logits, rtol=1e-5, atol=1e-5)
+    # An exploring decider (ε > 0) draws its random choices in numpy: no cell is used.
+    exploring = RecurrentDecider(decide.network, runtime.max_width, epsilon=1.0, rng=np.random.default_rng(0))
+    assert runtime._greedy_cell(exploring) is None and runtime._greedy_cell(decide) is not None
+    _, _, random_chosen = runtime(inputs, exploring)
+    assert random_chosen.tolist() != chosen.tolist()
+
+
+@pytest.mark.parametrize("rows", [1, 31, 32, 256])
+def test_batched_linear_and_gru_cell_equal_torch_s_below_and_above_the_onednn_threshold(rows):
+    from prune_gym.agents.rnp_dqn import gru_cell_batched
+    from prune_gym.models.linear import batched_linear
+
+    generator = torch.Generator().manual_seed(rows)
+    x, state = torch.randn(rows, 24, generator=generator), torch.randn(rows, 16, generator=generator)
+    weight, bias = torch.randn(40, 24, generator=generator), torch.randn(40, generator=generator)
+    cell = torch.nn.GRUCell(24, 16)
+    tensors = [tensor.detach() for tensor in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)]
+    with torch.inference_mode():
+        torch.testing.assert_close(batched_linear(x, weight, bias), torch.nn.functional.linear(x, weight, bias))
+        torch.testing.assert_close(batched_linear(x, weight), x @ weight.T)
+        torch.testing.assert_close(gru_cell_batched(x, state, *tensors), torch.gru_cell(x, state, *tensors))
+    # With autograd it is F.linear itself, gradients included.
+    x.requires_grad_(True)
+    batched_linear(x, weight, bias).sum().backward()
+    torch.testing.assert_close(x.grad, weight.sum(0).expand(rows, -1))

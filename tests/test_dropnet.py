@@ -89,9 +89,22 @@ def test_bad_actions_and_kwargs_say_what_is_valid(fake_data_dir):
                             ({"max_epochs": 0}, "max_epochs"),
                             ({"min_units": 41}, r"min_units must be an integer in 1\.\.40"),
                             ({"ce_weight": -1.0}, "ce_weight must be ≥ 0"), ({"max_cycles": 2.5}, "max_cycles"),
-                            ({"dataset": "imagenet"}, "mnist")]:
+                            ({"dataset": "imagenet"}, "mnist"), ({"train_subset": 0}, "train_subset")]:
         with pytest.raises(ValueError, match=message):
             gym.make(FC, **kwargs)
+
+
+def test_train_subset_trains_and_scores_on_that_many_images(fake_data_dir):
+    whole = fc_env(fake_data_dir)
+    whole.reset(seed=0)
+    env = fc_env(fake_data_dir, train_subset=20)
+    _, info = env.reset(seed=0)
+    core = env.unwrapped._core
+    assert len(core.train_labels) == len(core.train_inputs) == 20 < len(whole.unwrapped._core.train_labels)
+    # The subset is a different training set: a different trained network, the same test split.
+    assert info["val_accuracy"] != whole.unwrapped._full.val_accuracy or info["cross_entropy"] != pytest.approx(
+        whole.unwrapped._full.val_cross_entropy)
+    assert torch.equal(core.x_test, whole.unwrapped._core.x_test)
 
 
 def test_masked_unit_contributes_nothing_and_gets_no_gradient():

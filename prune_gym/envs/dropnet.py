@@ -70,6 +70,7 @@ class DropNetSettings:
     data_root: str | None = None
     eval_data: str | None = None
     val_fraction: float = 0.1
+    train_subset: int | None = None
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -88,6 +89,7 @@ class DropNetSettings:
         set_real(self, "lr", lambda lr: lr > 0.0, "a positive learning rate")
         set_integer(self, "min_units", minimum=1, maximum=min(layer.units for layer in spec.layers))
         set_real(self, "val_fraction", lambda f: 0.0 < f < 1.0, "a fraction strictly between 0 and 1")
+        set_integer(self, "train_subset", minimum=1, optional=True)
 
     @property
     def num_layers(self) -> int:
@@ -96,7 +98,7 @@ class DropNetSettings:
     def training_key(self) -> tuple:
         """Everything that determines a trained network besides its masks and seed."""
         return (self.dataset, self.network, self.max_epochs, self.patience, self.batch_size, self.lr,
-                self.data_root, self.val_fraction, self.device)
+                self.data_root, self.val_fraction, self.train_subset, self.device)
 
 
 @dataclass
@@ -129,8 +131,8 @@ class _DropNetCore:
             return
         settings = self.settings
         self.device = resolve_device(settings.device)
-        splits = load_split_data(settings.dataset, settings.data_root, settings.val_fraction, None,
-                                 settings.eval_data, self.device)
+        splits = load_split_data(settings.dataset, settings.data_root, settings.val_fraction,
+                                 settings.train_subset, settings.eval_data, self.device)
         self.dataset: ImageDataset = splits.dataset
         self.x_val, self.y_val = splits.val_images, splits.val_labels
         self.x_test, self.y_test = splits.test_images, splits.test_labels
@@ -298,7 +300,9 @@ class DropNetEnv(PruningEnv):
     - ``data_root``: ``.npz`` file or data directory (default ``$PRUNE_GYM_DATA`` or ``~/.cache/prune_gym``).
     - ``eval_data``: optional ``.npz`` with ``x_test``/``y_test`` whose images replace the test
       split for ``test_accuracy``.
-    - ``val_fraction``: fraction of the training images held out for validation; ``device``:
+    - ``val_fraction``: fraction of the training images held out for validation; ``train_subset``:
+      train (and score units) on only this many of the remaining training images, a fixed seeded
+      choice (``None``: all; a CPU budget for the full CIFAR-10 copy); ``device``:
       ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
 
     ## Version History

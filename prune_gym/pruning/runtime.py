@@ -26,6 +26,22 @@ from prune_gym.pruning.counting import LayerCost, trace_layer_costs
 DecisionFunction = Callable[[np.ndarray], "np.ndarray | Sequence[int]"]
 
 
+# Why batches are cut: glibc's malloc serves every block above its mmap threshold (which grows
+# with use but never past 32 MiB on 64-bit Linux) with fresh pages from the kernel, faulted in and
+# zeroed on every call. The cnn4/cnn6/cnn8 stem's conv output for 256 images is 33.5 MB: measured
+# on this project's CPU (one thread), allocating and filling it took 14 ms, the stem's convolution
+# 17.9 ms at 256 images against 4.1 ms with the threshold raised (MALLOC_MMAP_THRESHOLD_) or in
+# chunks of 64. A layer whose conv output (before pooling) would pass CONV_CHUNK_BYTES runs in
+# row chunks below it; the convolutions' per-image arithmetic is unchanged, so are the outputs.
+# `python benchmarks/batched_kernels.py` prints the stem's figures.
+CONV_CHUNK_BYTES = 1 << 22
+
+
+def conv_rows_per_chunk(bytes_per_image: int) -> int:
+    """Images per convolution call such that its output stays within :data:`CONV_CHUNK_BYTES`."""
+    return max(1, CONV_CHUNK_BYTES // max(1, bytes_per_image))
+
+
 def decision_macs(decide: DecisionFunction) -> int:
     """MACs per image that ``decide`` itself spends: the sum over the ``L-1`` decisions of one image,
     counted with :mod:`prune_gym.pruning.counting`'s conventions (linear and GRU products; no
@@ -106,6 +122,14 @@ class RuntimePrunedNet:
 
     def _conv_pool_relu(self, layer: int, x: torch.Tensor, groups: int) -> torch.Tensor:
         weight, bias = self._layer_weights(layer, 1 if layer == 0 else groups, x.shape[1])
+        rows = conv_rows_per_chunk(weight.shape[0] * x.shape[2] * x.shape[3] * x.element_size())
+        if x.shape[0] <= rows:
+            return self._conv_pool_relu_rows(layer, x, weight, bias)
+        return torch.cat([self._conv_pool_relu_rows(layer, x[start: start + rows], weight, bias)
+                          for start in range(0, x.shape[0], rows)])
+
+    def _conv_pool_relu_rows(self, layer: int, x: torch.Tensor, weight: torch.Tensor,
+                             bias: torch.Tensor) -> torch.Tensor:
         y = F.conv2d(x, weight, bias, padding=1)
         if self.backbone.spec.pool_after[layer]:
             return F.relu_(max_pool_2x2_channels_last(y))
@@ -159,41 +183,74 @@ class RuntimePrunedNet:
         no channel slicing of a padded tensor, and at most ``k`` buckets per layer. Observations
         are the same as the step-by-step path's (tested).
 
+        A greedy decision network with a ``decision_cell()`` (the RNP-DQN's) decides in torch,
+        bucket by bucket, each bucket carrying its images' recurrent state: no numpy observation is
+        built, and the network reads each bucket's pooled features through the weight columns of
+        its active channels (the zero padding would add nothing). Same choices and logits as its
+        numpy ``decide(obs)`` up to float summation order (tested). Other decision functions get
+        the numpy observations of :meth:`observation`.
+
         Returns:
             logits (N×classes), backbone MACs per image (int64; the decision function's own are
             :func:`decision_macs`), chosen group counts (int64 N×(L-1), 1..k).
         """
         count = images.shape[0]
         h, widths, macs = self.stem(images)
-        buckets = [(np.arange(count), h)]
-        chosen = np.empty((count, self.num_decisions), dtype=np.int64)
         constant = getattr(decide, "constant_action", None)
+        cell = self._greedy_cell(decide) if constant is None else None
+        # A bucket: (rows of the batch, their activations, their decision state or None).
+        buckets: list[tuple[np.ndarray, torch.Tensor, torch.Tensor | None]] = [
+            (np.arange(count), h, cell.initial_states(count) if cell is not None else None)]
+        chosen = np.empty((count, self.num_decisions), dtype=np.int64)
         for index in range(self.num_decisions):
             layer = index + 1
-            if constant is None:
-                obs = self._bucket_observation(buckets, index, macs)
-                choice = np.asarray(decide(obs), dtype=np.int64).reshape(-1) + 1
+            if cell is not None:
+                buckets = [self._decide_bucket(cell, index, macs, bucket, chosen) for bucket in buckets]
+            elif constant is not None:
+                chosen[:, index] = constant + 1
             else:
-                choice = np.full(count, constant + 1, dtype=np.int64)
-            chosen[:, index] = choice
-            pieces: dict[int, list[tuple[np.ndarray, torch.Tensor]]] = {}
-            for rows, activations in buckets:
+                obs = self._bucket_observation([(rows, activations) for rows, activations, _ in buckets], index, macs)
+                chosen[:, index] = np.asarray(decide(obs), dtype=np.int64).reshape(-1) + 1
+            choice = chosen[:, index]
+            pieces: dict[int, list[tuple[np.ndarray, torch.Tensor, torch.Tensor | None]]] = {}
+            for rows, activations, state in buckets:
                 bucket_choice = choice[rows]
                 for groups in np.unique(bucket_choice).tolist():
                     selected = np.flatnonzero(bucket_choice == groups)
-                    part = activations if len(selected) == len(rows) else activations[torch.from_numpy(selected)]
-                    output = self._conv_pool_relu(layer, part, groups)
-                    pieces.setdefault(output.shape[1], []).append((rows[selected], output))
-            buckets = [(np.concatenate([rows for rows, _ in parts]),
-                        torch.cat([output for _, output in parts]) if len(parts) > 1 else parts[0][1])
-                       for parts in pieces.values()]
+                    if len(selected) < len(rows):
+                        picked = torch.from_numpy(selected)
+                        activations_part = activations[picked]
+                        state_part = state[picked] if state is not None else None
+                    else:
+                        activations_part, state_part = activations, state
+                    output = self._conv_pool_relu(layer, activations_part, groups)
+                    pieces.setdefault(output.shape[1], []).append((rows[selected], output, state_part))
+            buckets = [_merge_bucket_parts(parts) for parts in pieces.values()]
             out_widths = self.backbone.widths_of(layer, choice, count)
             macs = macs + self.costs[layer].macs(widths, out_widths)
             widths = out_widths
         logits = torch.empty((count, self.backbone.num_classes), device=self.device)
-        for rows, activations in buckets:
+        for rows, activations, _ in buckets:
             logits[torch.from_numpy(rows).to(self.device)] = self._classify(activations)
         return logits, macs + self.costs[-1].macs(widths), chosen
+
+    @staticmethod
+    def _greedy_cell(decide: DecisionFunction):
+        """``decide``'s torch decision cell when it has one and is greedy, else None."""
+        make_cell = getattr(decide, "decision_cell", None)
+        if make_cell is None or getattr(decide, "explores", False):
+            return None
+        return make_cell()
+
+    def _decide_bucket(self, cell, index: int, macs_used: np.ndarray,
+                       bucket: tuple[np.ndarray, torch.Tensor, torch.Tensor], chosen: np.ndarray):
+        """Run decision ``index`` of ``cell`` on one bucket, write its group counts into ``chosen``
+        and return the bucket with its new states."""
+        rows, activations, state = bucket
+        fraction = torch.from_numpy((macs_used[rows] / self.macs_full).astype(np.float32)).unsqueeze(1)
+        q, state = cell.step(activations.mean(dim=(2, 3)), index, fraction.to(self.device), state)
+        chosen[rows, index] = q.argmax(dim=1).cpu().numpy() + 1
+        return rows, activations, state
 
     def _bucket_observation(self, buckets: list[tuple[np.ndarray | slice, torch.Tensor]], decision_index: int | None,
                             macs_used: np.ndarray) -> np.ndarray:
@@ -218,6 +275,15 @@ class RuntimePrunedNet:
         for layer in range(1, self.num_decisions + 1):
             h = self._conv_pool_relu(layer, h, groups)
         return self._classify(h)
+
+
+def _merge_bucket_parts(parts: list[tuple[np.ndarray, torch.Tensor, torch.Tensor | None]]):
+    """One bucket from the parts of equal width: rows, activations and states concatenated."""
+    if len(parts) == 1:
+        return parts[0]
+    states = [state for _, _, state in parts]
+    return (np.concatenate([rows for rows, _, _ in parts]), torch.cat([output for _, output, _ in parts]),
+            torch.cat(states) if states[0] is not None else None)
 
 
 def uniform_decision(action: int) -> DecisionFunction:
