@@ -254,11 +254,11 @@ class RNPDecisionCell:
         self._columns: dict[tuple[int, int], torch.Tensor] = {}
 
     def initial_state(self) -> torch.Tensor:
-        return torch.zeros(1, self.network.gru.hidden_size)
+        return self.initial_states(1)
 
     def initial_states(self, count: int) -> torch.Tensor:
-        """The state before the first decision for ``count`` images at once."""
-        return torch.zeros(count, self.network.gru.hidden_size)
+        """The state before the first decision for ``count`` images at once (on the network's device)."""
+        return torch.zeros(count, self.network.gru.hidden_size, device=self.decoder[0].device)
 
     def step(self, pooled: torch.Tensor, index: int, macs_fraction: float | torch.Tensor,
              state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

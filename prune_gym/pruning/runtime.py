@@ -4,8 +4,9 @@
 through, so the latency a user measures and the MACs an agent is charged come from one code path.
 For speed on CPUs it folds every BatchNorm into its conv (weights and bias per (input, output)
 width pair, folded on first use and cached, so no weight is sliced at run time), keeps
-activations channels_last, and pools before the in-place ReLU (they commute; pooling first
-touches 4× less memory).
+activations channels_last, pools before the in-place ReLU (they commute; pooling first
+touches 4× less memory), and runs a batch whose conv output would be large in row chunks
+(:data:`CONV_CHUNK_BYTES`).
 """
 
 from __future__ import annotations
@@ -28,12 +29,11 @@ DecisionFunction = Callable[[np.ndarray], "np.ndarray | Sequence[int]"]
 
 # Why batches are cut: glibc's malloc serves every block above its mmap threshold (which grows
 # with use but never past 32 MiB on 64-bit Linux) with fresh pages from the kernel, faulted in and
-# zeroed on every call. The cnn4/cnn6/cnn8 stem's conv output for 256 images is 33.5 MB: measured
-# on this project's CPU (one thread), allocating and filling it took 14 ms, the stem's convolution
-# 17.9 ms at 256 images against 4.1 ms with the threshold raised (MALLOC_MMAP_THRESHOLD_) or in
-# chunks of 64. A layer whose conv output (before pooling) would pass CONV_CHUNK_BYTES runs in
-# row chunks below it; the convolutions' per-image arithmetic is unchanged, so are the outputs.
-# `python benchmarks/batched_kernels.py` prints the stem's figures.
+# zeroed on every call. The cnn4/cnn6/cnn8 stem's conv output for 256 images is 33.5 MB: on this
+# project's CPU (one thread, `python benchmarks/batched_kernels.py`) allocating and filling it
+# took 14.6 ms, and the stem (conv, pool, ReLU) 21.8 ms in one call against 4.3 ms in chunks of 32
+# images. A layer whose conv output (before pooling) would pass CONV_CHUNK_BYTES runs in row
+# chunks below it; the convolutions' per-image arithmetic is unchanged, so are the outputs.
 CONV_CHUNK_BYTES = 1 << 22
 
 
