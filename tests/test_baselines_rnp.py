@@ -127,3 +127,15 @@ def test_sweep_table_shows_the_vanilla_seed_spread(tmp_path):
     lines = (tmp_path / "table.md").read_text().splitlines()
     assert "| vanilla-w0.5 |  | 70.00 ± 1.25 % | -5.00 | 4.00 M | 3.75× |  |" in lines
     assert "| uniform-4 |  | 75.00 % | +0.00 | 15.00 M | 1.00× |  |" in lines
+
+
+def test_sweep_plot_names_the_env_and_test_images_not_a_fixed_data_copy(tmp_path):
+    """The plot's title once said "the CIFAR-10 subset" whatever data the sweep ran on."""
+    from prune_gym.baselines.rnp_pareto import plot, plot_title
+
+    reference = {"images": 7500, "accuracy_full": 0.8, "macs_full": 15e6, "mean_macs": 15e6, "accuracy": 0.8,
+                 "kind": "scripted", "group": "uniform"}
+    title = plot_title("RNP-CIFAR10-v0", reference)
+    assert title == "RNP sweep on RNP-CIFAR10-v0: 7,500 test images" and "subset" not in title
+    plot([reference], reference, tmp_path / "pareto.png", title)
+    assert (tmp_path / "pareto.png").stat().st_size > 0
