@@ -149,7 +149,9 @@ def plot(rows: list[dict[str, Any]], reference: dict[str, Any], path: Path, titl
 
     plt = quiet_pyplot()
 
-    styles = {"rnp-dqn": ("o-", "custom DQN (RNP)"), "uniform": ("s--", "uniform width"),
+    # DQN points are markers only: with several seeds per penalty a line through them, sorted by
+    # MACs, would zigzag between seeds and suggest a frontier that no single run traces.
+    styles = {"rnp-dqn": ("o", "custom DQN (RNP), every seed"), "uniform": ("s--", "uniform width"),
               "vanilla": ("^:", "vanilla narrow network"), "random": ("x", "random groups"),
               "sb3-dqn": ("D", "SB3 DQN"), "sb3-ppo": ("P", "SB3 PPO")}
     figure, axis = plt.subplots(figsize=(6.4, 4.4))
