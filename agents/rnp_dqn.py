@@ -230,7 +230,7 @@ class RecurrentDecider:
         deployment paths (:class:`~prune_gym.pruning.deploy.SingleImagePath`, and
         :meth:`RuntimePrunedNet.forward <prune_gym.pruning.runtime.RuntimePrunedNet.forward>`,
         which decides in torch with it)."""
-        if self.epsilon:
+        if self.explores:
             raise ValueError(f"decision_cell() deploys the greedy policy; this decider explores (ε={self.epsilon}).")
         return RNPDecisionCell(self.network)
 
@@ -273,9 +273,6 @@ class RNPDecisionCell:
             encoded = F.relu_(F.linear(pooled, columns, torch.add(bias, macs_column, alpha=macs_fraction)))
         else:  # a batch: the MAC column times each image's fraction (a per-row bias)
             encoded = F.relu_(batched_linear(pooled, columns).add_(torch.addcmul(bias, macs_fraction, macs_column)))
-        if pooled.shape[0] < ONEDNN_MIN_ROWS:
-            state = torch.gru_cell(encoded, state, *self.gru_tensors)  # what nn.GRUCell.forward runs
-            return F.linear(state, *self.decoder), state
         state = gru_cell_batched(encoded, state, *self.gru_tensors)
         return batched_linear(state, *self.decoder), state
 
@@ -285,9 +282,13 @@ def gru_cell_batched(inputs: torch.Tensor, state: torch.Tensor, weight_ih: torch
     """``torch.gru_cell`` (nn.GRUCell's equations: r, z gates, n = tanh(W_in x + r ⊙ (W_hn h)))
     with its two products through :func:`~prune_gym.models.linear.batched_linear`, which is twice as
     fast as the BLAS at a batch's rows on this project's CPU; the same values up to float rounding
-    (tested). Without autograd: the batched deployment path only. tanh is computed as 2·σ(2x) − 1:
-    on this CPU torch's tanh took 69 µs on a 256×128 gate against 17 µs for that form (8 µs for
-    one sigmoid), within 2e-7 of it."""
+    (tested). tanh is computed as 2·σ(2x) − 1: on this CPU torch's tanh took 69 µs on a 256×128
+    gate against 17 µs for that form (8 µs for one sigmoid), within 2e-7 of it. Below
+    :data:`~prune_gym.models.linear.ONEDNN_MIN_ROWS` rows (batch 1: the single-image path) or with
+    autograd (its in-place gate arithmetic is for inference) it is ``torch.gru_cell`` itself, what
+    nn.GRUCell.forward runs."""
+    if inputs.shape[0] < ONEDNN_MIN_ROWS or torch.is_grad_enabled():
+        return torch.gru_cell(inputs, state, weight_ih, weight_hh, bias_ih, bias_hh)
     input_r, input_z, input_n = batched_linear(inputs, weight_ih, bias_ih).chunk(3, 1)
     hidden_r, hidden_z, hidden_n = batched_linear(state, weight_hh, bias_hh).chunk(3, 1)
     reset = torch.sigmoid_(input_r.add_(hidden_r))
