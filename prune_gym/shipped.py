@@ -91,8 +91,9 @@ def _fix_hint(name: str) -> str:
 
 
 def request_record(request: BackboneRequest) -> dict[str, Any]:
-    """``request`` as the plain JSON data a manifest stores and is matched on."""
-    return json.loads(json.dumps(asdict(request)))
+    """``request`` as the plain JSON data a manifest stores and is matched on (the budget as
+    :meth:`~prune_gym.pretraining.PretrainBudget.record` writes it)."""
+    return json.loads(json.dumps({**asdict(request), "budget": request.budget.record()}))
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -99,6 +99,11 @@ def test_bad_target_flops_is_refused(bad, fake_data_dir):
         make(fake_data_dir, target_flops=bad)
 
 
+def test_an_unknown_pretrain_precision_names_the_supported_ones(fake_data_dir):
+    with pytest.raises(ValueError, match=r"pretrain_precision must be one of.*bf16"):
+        make(fake_data_dir, pretrain_precision="float16")
+
+
 def test_an_unsupported_network_names_the_supported_ones(fake_data_dir):
     with pytest.raises(ValueError, match="resnet20, resnet56"):
         make(fake_data_dir, network="resnet18")

@@ -115,6 +115,7 @@ def test_invalid_actions_and_misuse_are_clear_errors():
     ({"backbone": "vgg"}, "Unknown backbone"),
     ({"split": "dev"}, "split must be one of"),
     ({"reward_mode": "accuracy"}, "reward_mode must be one of"),
+    ({"pretrain_precision": "fp16"}, "pretrain_precision must be one of"),
 ])
 def test_bad_kwargs_are_clear_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -130,7 +130,7 @@ def test_pretrain_budget_splits_its_steps_between_the_two_phases():
     assert PretrainBudget(steps=1).sandwich_steps == 1  # the sandwich phase always runs
     assert PretrainBudget(steps=5, full_width_fraction=0.0).full_width_steps == 0
     for bad in ({"steps": 0}, {"full_width_fraction": 1.0}, {"full_width_fraction": -0.1}, {"label_smoothing": 1.0},
-                {"warmup_fraction": -0.1}, {"translate": -1}):
+                {"warmup_fraction": -0.1}, {"translate": -1}, {"precision": "fp16"}):
         with pytest.raises(ValueError):
             PretrainBudget(**bad)
 
@@ -225,6 +225,33 @@ def test_sandwich_step_averages_its_losses_instead_of_summing_them():
         assert (got is None) == (parameter.grad is None)
         if got is not None:
             torch.testing.assert_close(got, parameter.grad)
+
+
+def test_an_fp32_budget_keeps_the_cache_key_it_had_before_precision_existed():
+    """The key of every fp32 budget (and the shipped weights matched on it) must not move; only a
+    bf16 budget names its precision, so its weights are cached apart."""
+    dataset = synthetic_dataset()
+    key = cache_key(TINY, dataset)
+    assert "precision" not in key["budget"]
+    bf16 = BackboneRequest("synthetic", budget=PretrainBudget(steps=3, eval_every=3, precision="bf16"))
+    assert cache_key(bf16, dataset)["budget"]["precision"] == "bf16"
+    assert cache_path(cache_key(bf16, dataset)) != cache_path(key)
+
+
+@pytest.mark.parametrize("backbone", ["cnn4", "resnet20"])
+def test_bf16_pretraining_runs_the_forward_passes_in_bfloat16_and_keeps_fp32_weights(backbone, monkeypatch):
+    dataset = synthetic_dataset()
+    request = BackboneRequest("synthetic", backbone=backbone, k=1 if backbone == "resnet20" else 2,
+                              budget=PretrainBudget(steps=2, eval_every=2, precision="bf16"))
+    model = pretraining.build_backbone(request, dataset)
+    logits_dtypes = set()
+    model.register_forward_hook(lambda _module, _inputs, output: logits_dtypes.add(output.dtype))
+    before = [parameter.detach().clone() for parameter in model.parameters()]
+    metrics = pretraining.pretrain_backbone(model, request, dataset, torch.device("cpu"))
+    assert logits_dtypes == {torch.bfloat16, torch.float32}  # training steps; evaluation stays fp32
+    assert all(parameter.dtype == torch.float32 for parameter in model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # it trained
+    assert all(0.0 <= value <= 1.0 for name, value in metrics.items() if name.startswith("val_accuracy"))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from prune_gym.envs.base import (
     train_iterations,
 )
 from prune_gym.models.blended_cnn import BlendedCNN
-from prune_gym.pretraining import BackboneRequest, PretrainBudget, pretrained_backbone
+from prune_gym.pretraining import PRECISIONS, BackboneRequest, PretrainBudget, pretrained_backbone
 from prune_gym.shipped import WEIGHTS_MODES
 from prune_gym.training import resolve_device
 
@@ -66,6 +66,7 @@ class AlphaBlendSettings:
     step_cost: float = 0.01
     ce_weight: float = 1.0
     pretrain_steps: int = PretrainBudget.steps
+    pretrain_precision: str = PretrainBudget.precision
     backbone_seed: int = 0
     val_fraction: float = 0.1
     budget_end: str = "truncate"
@@ -78,6 +79,7 @@ class AlphaBlendSettings:
         check_choice("dataset", self.dataset, DATASETS)
         check_choice("weights", self.weights, WEIGHTS_MODES)
         check_choice("task", self.task, TASKS)
+        check_choice("pretrain_precision", self.pretrain_precision, PRECISIONS)
         set_real(self, "keep_params", lambda f: 0.0 < f < 1.0, "a fraction strictly between 0 and 1")
         for name in ("budget_steps", "batch_size", "pretrain_steps", "plateau_patience"):
             set_integer(self, name, minimum=1)
@@ -101,7 +103,7 @@ class AlphaBlendSettings:
         # The RNP backbone's own request (RNP-CIFAR10-v0's by default), so both families start from
         # one pretrained network: the shipped one, or one cache file.
         return BackboneRequest(self.dataset, self.backbone, seed=self.backbone_seed, val_fraction=self.val_fraction,
-                               budget=PretrainBudget(steps=self.pretrain_steps))
+                               budget=PretrainBudget(steps=self.pretrain_steps, precision=self.pretrain_precision))
 
 
 class AlphaBlendEnv(PruningEnv):
@@ -161,9 +163,10 @@ class AlphaBlendEnv(PruningEnv):
 
     ## Arguments
     - ``dataset``: ``"cifar10"``, ``"cifar100"``, ``"mnist"`` or ``"synthetic"``; ``backbone``:
-      ``"cnn4"``, ``"cnn6"`` or ``"cnn8"``; ``pretrain_steps``, ``backbone_seed``: its pretraining
-      budget and seed (part of the weights-cache key). AlphaBlend keeps the single-phase 1,500-step
-      recipe its README figures were measured with, not the RNP envs' two-phase default.
+      ``"cnn4"``, ``"cnn6"`` or ``"cnn8"``; ``pretrain_steps``, ``pretrain_precision`` (``"fp32"`` or
+      ``"bf16"`` autocast), ``backbone_seed``: its pretraining budget and seed (part of the
+      weights-cache key). The defaults are ``RNP-CIFAR10-v0``'s request, so both families start
+      from the one shipped cnn4.
     - ``weights``: ``"auto"`` (default) loads the backbone shipped with the package when this
       request is shipped (any copy of the dataset; ``prune-gym ship-weights --list``), else the
       weights cache (training on a miss); ``"train"`` never uses shipped weights (trains on your

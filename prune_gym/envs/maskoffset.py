@@ -31,7 +31,7 @@ from prune_gym.envs.base import (
 )
 from prune_gym.models.mask_offset import DEFAULT_OFFSET, DEFAULT_TIE_FRACTION, MaskedResNet
 from prune_gym.models.resnet_cifar import RESNET_DEPTHS, check_resnet_name, conv_bn_pairs
-from prune_gym.pretraining import BackboneRequest, PretrainBudget, pretrained_backbone
+from prune_gym.pretraining import PRECISIONS, BackboneRequest, PretrainBudget, pretrained_backbone
 from prune_gym.pruning.importance import FILTER_CRITERIA, filter_scores
 from prune_gym.pruning.resnet_pruning import extract_resnet, masks_for_macs
 from prune_gym.shipped import WEIGHTS_MODES
@@ -78,6 +78,7 @@ class MaskOffsetSettings:
     pretrain_steps: int = 4400
     pretrain_lr: float = 0.4
     pretrain_batch_size: int = 512
+    pretrain_precision: str = "fp32"
     backbone_seed: int = 0
     val_fraction: float = 0.1
     data_root: str | None = None
@@ -90,6 +91,7 @@ class MaskOffsetSettings:
         check_choice("dataset", self.dataset, DATASETS)
         check_choice("action_mode", self.action_mode, ACTION_MODES)
         check_choice("weights", self.weights, WEIGHTS_MODES)
+        check_choice("pretrain_precision", self.pretrain_precision, PRECISIONS)
         for name in ("max_iter", "iterations_per_step", "batch_size", "finetune_iterations", "val_images",
                      "pretrain_steps", "pretrain_batch_size"):
             set_integer(self, name, minimum=1)
@@ -112,8 +114,8 @@ class MaskOffsetSettings:
     def backbone_request(self) -> BackboneRequest:
         # One phase (full_width_fraction 0), batch 512, label smoothing 0.1, shifts of 4 pixels.
         budget = PretrainBudget(steps=self.pretrain_steps, full_width_fraction=0.0, batch_size=self.pretrain_batch_size,
-                                lr=self.pretrain_lr,
-                                label_smoothing=0.1, translate=4, random_configs=0)
+                                lr=self.pretrain_lr, label_smoothing=0.1, translate=4, random_configs=0,
+                                precision=self.pretrain_precision)
         return BackboneRequest(self.dataset, self.network, k=1, seed=self.backbone_seed,
                                val_fraction=self.val_fraction, budget=budget)
 
@@ -195,7 +197,8 @@ class MaskOffsetEnv(PruningEnv):
     - ``flops_weight``, ``target_flops`` (None or a fraction 0–1 of FLOPs to keep),
       ``target_weight``: see Rewards.
     - ``pretrain_steps`` (4,400 steps of ``pretrain_batch_size`` 512, ~50 epochs), ``pretrain_lr``,
-      ``backbone_seed``,
+      ``pretrain_precision`` (``"fp32"``, or ``"bf16"`` autocast: 1.5–1.7× faster on CPUs with
+      AVX-512 BF16), ``backbone_seed``,
       ``val_fraction``, ``weights`` (``"auto"``/``"shipped"``/``"train"``, as for RNP): the
       pretrained network, through the project's weights cache and shipped weights.
     - ``data_root``, ``eval_data`` (``.npz`` replacing the test split), ``device``.

@@ -32,7 +32,7 @@ from prune_gym.envs.base import (
     set_real,
 )
 from prune_gym.models.grouped_cnn import BackboneSpec, GroupedCNN, get_backbone_spec
-from prune_gym.pretraining import BackboneRequest, PretrainBudget, pretrained_backbone
+from prune_gym.pretraining import PRECISIONS, BackboneRequest, PretrainBudget, pretrained_backbone
 from prune_gym.pruning.runtime import DecisionFunction, RuntimePrunedNet, observation_size
 from prune_gym.shipped import WEIGHTS_MODES
 from prune_gym.training import augment_batch, evaluate_classifier, resolve_device, train_loop
@@ -62,6 +62,7 @@ class RNPSettings:
     data_root: str | None = None
     pretrain_steps: int = PretrainBudget.steps
     pretrain_lr: float = PretrainBudget.lr
+    pretrain_precision: str = PretrainBudget.precision
     backbone_seed: int = 0
     val_fraction: float = 0.1
     device: str = "auto"
@@ -86,6 +87,7 @@ class RNPSettings:
         set_real(self, "mac_weight", lambda w: w >= 0.0, "≥ 0 (the weight of the MAC cost)")
         set_integer(self, "pretrain_steps", minimum=1)
         set_real(self, "pretrain_lr", lambda lr: lr > 0.0, "a positive learning rate")
+        check_choice("pretrain_precision", self.pretrain_precision, PRECISIONS)
         set_integer(self, "backbone_seed", minimum=0)
         set_real(self, "val_fraction", lambda f: 0.0 < f < 1.0, "a fraction strictly between 0 and 1")
 
@@ -95,7 +97,8 @@ class RNPSettings:
 
     def backbone_request(self) -> BackboneRequest:
         return BackboneRequest(self.dataset, self.backbone, self.k, self.dropout, self.backbone_seed,
-                               self.val_fraction, PretrainBudget(steps=self.pretrain_steps, lr=self.pretrain_lr))
+                               self.val_fraction, PretrainBudget(steps=self.pretrain_steps, lr=self.pretrain_lr,
+                                                                  precision=self.pretrain_precision))
 
 
 def observation_space_for(settings: RNPSettings) -> spaces.Box:
@@ -366,8 +369,9 @@ class RNPEnv(_RNPAccess, PruningEnv):
     - ``reward_mode``, ``group_penalty``, ``ce_weight``, ``mac_weight``: see Rewards.
     - ``data_root``: ``.npz`` file or data directory (default ``$PRUNE_GYM_DATA`` or ``~/.cache/prune_gym``).
     - ``pretrain_steps``, ``pretrain_lr`` (peak learning rate of the full-width phase; the
-      sandwich phase peaks at a quarter of it), ``backbone_seed``: pretraining budget and seed of
-      the backbone (part of its cache key); ``device``: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+      sandwich phase peaks at a quarter of it), ``pretrain_precision`` (``"fp32"``, or
+      ``"bf16"`` autocast: ~1.5× faster on CPUs with AVX-512 BF16), ``backbone_seed``: pretraining
+      budget and seed of the backbone (part of its cache key); ``device``: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
     - ``weights``: where the pretrained backbone comes from. ``"auto"`` (default): the weights
       shipped with the package when dataset, backbone, ``k``, ``dropout``, ``backbone_seed``,
       ``pretrain_steps`` and ``val_fraction`` are a shipped configuration (``prune-gym
