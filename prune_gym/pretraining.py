@@ -87,11 +87,14 @@ class PretrainBudget:
         random_configs: random per-layer width mixes per sandwich step besides the full and narrowest.
         eval_every: steps between validation evaluations (best checkpoint is kept).
         precision: ``"fp32"`` or ``"bf16"`` forward passes (:data:`PRECISIONS`). Why bf16: on a CPU
-            with AVX-512 BF16 (this project's machine, an AMD EPYC) ResNet-20's training step at
-            batch 256 ran 1.7× faster under bf16 autocast than in fp32 (906 against 522 images/s
-            on one thread, 1,700 against 1,000 on two; ``benchmarks/pretrain_precision.py``).
-            Only a budget with ``"bf16"`` names it in its cache key, so the keys of every fp32
-            budget (and the weights shipped under them) stay as they were.
+            with AVX-512 BF16 (this project's machine, an AMD EPYC) a training step at batch 512
+            ran 2.0–2.4× faster under bf16 autocast than in fp32 (ResNet-20 1,631 against 680
+            images/s on two threads, cnn4's sandwich step 1,446 against 730;
+            ``benchmarks/pretrain_precision.py``, ``docs/bench/pretrain-precision.jsonl``), and
+            ``RNP-CIFAR10-v0``'s whole 1,200-step recipe took 281 s against 507 s with test
+            accuracy within 0.6 points at every width. Only a budget with ``"bf16"`` names it in
+            its cache key, so the keys of every fp32 budget (and the weights shipped under them)
+            stay as they were.
     """
 
     steps: int = 1200

@@ -197,7 +197,7 @@ class MaskOffsetEnv(PruningEnv):
     - ``flops_weight``, ``target_flops`` (None or a fraction 0–1 of FLOPs to keep),
       ``target_weight``: see Rewards.
     - ``pretrain_steps`` (4,400 steps of ``pretrain_batch_size`` 512, ~50 epochs), ``pretrain_lr``,
-      ``pretrain_precision`` (``"fp32"``, or ``"bf16"`` autocast: 1.5–1.7× faster on CPUs with
+      ``pretrain_precision`` (``"fp32"``, or ``"bf16"`` autocast: about 2× faster on CPUs with
       AVX-512 BF16), ``backbone_seed``,
       ``val_fraction``, ``weights`` (``"auto"``/``"shipped"``/``"train"``, as for RNP): the
       pretrained network, through the project's weights cache and shipped weights.

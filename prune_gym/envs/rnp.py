@@ -370,8 +370,9 @@ class RNPEnv(_RNPAccess, PruningEnv):
     - ``data_root``: ``.npz`` file or data directory (default ``$PRUNE_GYM_DATA`` or ``~/.cache/prune_gym``).
     - ``pretrain_steps``, ``pretrain_lr`` (peak learning rate of the full-width phase; the
       sandwich phase peaks at a quarter of it), ``pretrain_precision`` (``"fp32"``, or
-      ``"bf16"`` autocast: ~1.5× faster on CPUs with AVX-512 BF16), ``backbone_seed``: pretraining
-      budget and seed of the backbone (part of its cache key); ``device``: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+      ``"bf16"`` autocast: about 2× faster on CPUs with AVX-512 BF16), ``backbone_seed``:
+      pretraining budget and seed of the backbone (part of its cache key); ``device``:
+      ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
     - ``weights``: where the pretrained backbone comes from. ``"auto"`` (default): the weights
       shipped with the package when dataset, backbone, ``k``, ``dropout``, ``backbone_seed``,
       ``pretrain_steps`` and ``val_fraction`` are a shipped configuration (``prune-gym
