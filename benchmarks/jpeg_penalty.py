@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     weights = kwargs.pop("weights", "auto")
     request = gym.make(args.env_id, disable_env_checker=True, **kwargs).unwrapped.settings.backbone_request()
     root = Path(args.data_root or os.environ.get("PRUNE_GYM_DATA", "../shared/data"))
-    full, subset = load_npz(root / "cifar10.npz", "cifar10"), load_npz(root / "cifar10-subset.npz", "cifar10")
-    model, _, dataset = pretrained_backbone(request, root / "cifar10.npz", device="cpu", weights=weights)
+    subset = load_npz(root / "cifar10-subset.npz", "cifar10")
+    model, _, full = pretrained_backbone(request, root / "cifar10.npz", device="cpu", weights=weights)
     model.eval()
     print(f"{args.env_id} backbone {request.backbone}, budget {request.budget.record()}, weights={weights}")
 
@@ -86,9 +86,7 @@ def main(argv: list[str] | None = None) -> None:
                                 full.y_test.numpy(), args.max_difference)
     train_matches = match_copies(subset.x_train.numpy(), subset.y_train.numpy(), full.x_train.numpy(),
                                  full.y_train.numpy(), args.max_difference)
-    # The validation split's indices, as ImageDataset.split draws them.
-    order = torch.randperm(len(full.y_train), generator=torch.Generator().manual_seed(0))
-    validation = set(order[:max(1, round(request.val_fraction * len(order)))].tolist())
+    validation = set(full.split_indices("val", request.val_fraction).tolist())
     held_out = np.array([match in validation for match in train_matches])
     print(f"matched {int((test_matches >= 0).sum())} of {len(test_matches)} exact test images and "
           f"{int((train_matches >= 0).sum())} of {len(train_matches)} exact training images "
@@ -100,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
              full.x_test.numpy()[test_matches[test_matches >= 0]]),
             ("held-out training images", subset.x_train.numpy()[held_out], subset.y_train.numpy()[held_out],
              full.x_train.numpy()[train_matches[held_out]])):
-        on_exact, on_copy = paired_scores(model, dataset, exact, copies, labels)
+        on_exact, on_copy = paired_scores(model, full, exact, copies, labels)
         totals.append((on_exact, on_copy))
         difference = on_exact.astype(float) - on_copy
         print(f"{name:26s} {len(labels):4d} images: exact {100 * on_exact.mean():.2f} %, JPEG "

@@ -118,13 +118,20 @@ class ImageDataset:
         self._require_training_images(f"{split} split")
         key = (split, val_fraction)
         if key not in self._split_cache:
-            order = torch.randperm(len(self.y_train), generator=torch.Generator().manual_seed(0))
-            num_val = max(1, round(val_fraction * len(order)))
-            # Sorted indices keep the images in their original order inside each split.
-            indices = order[:num_val] if split == "val" else order[num_val:]
-            indices = indices.sort().values
+            indices = self.split_indices(split, val_fraction)
             self._split_cache[key] = (self.x_train[indices], self.y_train[indices])
         return self._split_cache[key]
+
+    def split_indices(self, split: str, val_fraction: float = DEFAULT_VAL_FRACTION) -> torch.Tensor:
+        """Sorted indices into ``x_train`` of the ``"train"`` or ``"val"`` split (see :meth:`split`)."""
+        if split not in ("train", "val"):
+            raise ValueError(f"split_indices takes 'train' or 'val', got {split!r}.")
+        self._require_training_images(f"{split} split")
+        order = torch.randperm(len(self.y_train), generator=torch.Generator().manual_seed(0))
+        num_val = max(1, round(val_fraction * len(order)))
+        # Sorted indices keep the images in their original order inside each split.
+        indices = order[:num_val] if split == "val" else order[num_val:]
+        return indices.sort().values
 
 
 def normalize(images: torch.Tensor, dataset: ImageDataset) -> torch.Tensor:

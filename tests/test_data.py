@@ -73,6 +73,15 @@ def test_splits_are_deterministic_disjoint_and_complete():
         dataset.split("validation")
 
 
+def test_split_indices_name_the_rows_each_split_holds():
+    dataset = synthetic_dataset()
+    for split in ("train", "val"):
+        indices = dataset.split_indices(split, 0.2)
+        assert torch.equal(dataset.x_train[indices], dataset.split(split, 0.2)[0])
+    with pytest.raises(ValueError, match="'train' or 'val'"):
+        dataset.split_indices("test")
+
+
 def test_normalize_standardises_each_channel():
     dataset = synthetic_dataset()
     images = normalize(dataset.x_train, dataset)

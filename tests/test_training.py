@@ -239,7 +239,7 @@ def test_an_fp32_budget_keeps_the_cache_key_it_had_before_precision_existed():
 
 
 @pytest.mark.parametrize("backbone", ["cnn4", "resnet20"])
-def test_bf16_pretraining_runs_the_forward_passes_in_bfloat16_and_keeps_fp32_weights(backbone, monkeypatch):
+def test_bf16_pretraining_runs_the_forward_passes_in_bfloat16_and_keeps_fp32_weights(backbone):
     dataset = synthetic_dataset()
     request = BackboneRequest("synthetic", backbone=backbone, k=1 if backbone == "resnet20" else 2,
                               budget=PretrainBudget(steps=2, eval_every=2, precision="bf16"))
