@@ -375,7 +375,8 @@ class RNPEnv(_RNPAccess, PruningEnv):
       ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
     - ``weights``: where the pretrained backbone comes from. ``"auto"`` (default): the weights
       shipped with the package when dataset, backbone, ``k``, ``dropout``, ``backbone_seed``,
-      ``pretrain_steps`` and ``val_fraction`` are a shipped configuration (``prune-gym
+      ``pretrain_steps``, ``pretrain_lr``, ``pretrain_precision`` and ``val_fraction`` are a
+      shipped configuration (the id's registered values; ``prune-gym
       ship-weights --list``; they serve any copy of the dataset, loaded in seconds), else the
       weights cache, training on a miss. ``"train"``: never the shipped weights — train on (or
       load from the cache for) your own copy at ``data_root``; use it when your copy's validation
@@ -391,7 +392,9 @@ class RNPEnv(_RNPAccess, PruningEnv):
       training on the local copy — the same request, trained by ``prune-gym ship-weights``.)
       (0.3: the backbone's default pretraining is the one-cycle recipe of
       :class:`~prune_gym.pretraining.PretrainBudget`, 1,200 steps of 512 images; same observation,
-      actions and costs, a stronger backbone.)
+      actions and costs, a stronger backbone.) (0.4: ``RNP-CIFAR10-CNN6-v0`` and ``-CNN8-v0``
+      register ``pretrain_steps=2400, pretrain_precision="bf16"``, the request of their shipped
+      weights; the other ids are unchanged.)
     """
 
     def __init__(self, **kwargs: Any):
