@@ -109,24 +109,29 @@ class ImageDataset:
         The validation images are a fixed, seeded ``val_fraction`` of the training images (the same
         for every caller, run and machine) and are removed from ``"train"``; ``"test"`` is untouched.
         """
-        if split not in SPLITS:
-            raise ValueError(f"Unknown split {split!r}; expected one of {SPLITS}.")
-        if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}.")
+        self._check_split(split, val_fraction, SPLITS)
         if split == "test":
             return self.x_test, self.y_test
-        self._require_training_images(f"{split} split")
         key = (split, val_fraction)
         if key not in self._split_cache:
-            indices = self.split_indices(split, val_fraction)
+            indices = self._split_indices(split, val_fraction)
             self._split_cache[key] = (self.x_train[indices], self.y_train[indices])
         return self._split_cache[key]
 
     def split_indices(self, split: str, val_fraction: float = DEFAULT_VAL_FRACTION) -> torch.Tensor:
         """Sorted indices into ``x_train`` of the ``"train"`` or ``"val"`` split (see :meth:`split`)."""
-        if split not in ("train", "val"):
-            raise ValueError(f"split_indices takes 'train' or 'val', got {split!r}.")
-        self._require_training_images(f"{split} split")
+        self._check_split(split, val_fraction, ("train", "val"))
+        return self._split_indices(split, val_fraction)
+
+    def _check_split(self, split: str, val_fraction: float, splits: tuple[str, ...]) -> None:
+        if split not in splits:
+            raise ValueError(f"Unknown split {split!r}; expected {' or '.join(map(repr, splits))}.")
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}.")
+        if split != "test":
+            self._require_training_images(f"{split} split")
+
+    def _split_indices(self, split: str, val_fraction: float) -> torch.Tensor:
         order = torch.randperm(len(self.y_train), generator=torch.Generator().manual_seed(0))
         num_val = max(1, round(val_fraction * len(order)))
         # Sorted indices keep the images in their original order inside each split.

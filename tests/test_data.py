@@ -80,6 +80,8 @@ def test_split_indices_name_the_rows_each_split_holds():
         assert torch.equal(dataset.x_train[indices], dataset.split(split, 0.2)[0])
     with pytest.raises(ValueError, match="'train' or 'val'"):
         dataset.split_indices("test")
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        dataset.split_indices("val", 1.5)
 
 
 def test_normalize_standardises_each_channel():
