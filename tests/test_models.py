@@ -80,6 +80,24 @@ def test_bad_group_choices_are_rejected():
         get_backbone_spec("resnet1000")
 
 
+@pytest.mark.parametrize("name, widths", [("cnn4-w0.5", (16, 32, 64, 128)), ("cnn4-w1.3", (42, 83, 166, 333))])
+def test_width_factor_scales_every_layer(name, widths):
+    assert get_backbone_spec(name).widths == widths
+
+
+def test_wider_cnn4_costs_about_the_seed_reports_multiplications():
+    from prune_gym.pruning.counting import count_macs
+
+    model = GroupedCNN(get_backbone_spec("cnn4-w1.3"), 3, 10, k=4).to_dense()
+    assert 25.0e6 < count_macs(model, (3, 32, 32)) < 25.4e6  # the seed report's 4-conv net: 25.4 M
+
+
+@pytest.mark.parametrize("name", ["cnn4-w0", "cnn4-w13", "cnn4-wide", "cnn4-w-1"])
+def test_bad_width_factors_are_refused(name):
+    with pytest.raises(ValueError, match=r"width factor after '-w' must be a number in \(0, 4\]"):
+        get_backbone_spec(name)
+
+
 def test_uneven_groups_cover_the_layer():
     model = GroupedCNN(BACKBONES["cnn4"], 1, 10, k=3)
     assert [widths[-1] for widths in model.group_widths] == list(BACKBONES["cnn4"].widths)

@@ -363,7 +363,9 @@ class RNPEnv(_RNPAccess, PruningEnv):
 
     ## Arguments
     - ``dataset``: ``"cifar10"``, ``"cifar100"``, ``"mnist"`` or ``"synthetic"`` (tests only).
-    - ``backbone``: ``"cnn4"``, ``"cnn6"`` or ``"cnn8"``; ``dropout``: after every layer (0 = none).
+    - ``backbone``: ``"cnn4"``, ``"cnn6"`` or ``"cnn8"``, optionally with a width factor in (0, 4]
+      (``"cnn4-w1.3"``: every layer 1.3× wider, 25.1 M MACs; pretrained on first use, as any
+      non-default kwarg); ``dropout``: after every layer (0 = none).
     - ``k``: channel groups per layer (≤ the narrowest layer's channels).
     - ``split``: ``"train"``, ``"val"`` (a fixed 10 % of the training images) or ``"test"``.
     - ``reward_mode``, ``group_penalty``, ``ce_weight``, ``mac_weight``: see Rewards.
