@@ -683,7 +683,7 @@ def load_agent_policy(run_dir: str | Path) -> Any:
     so ``prune-gym compare --agents`` treats it like any scripted policy. The policy also has a
     ``decide_batch(obs)`` method where the env family evaluates many images at once (RNP).
     ``make`` refuses an env other than the one the run was trained on (id, dataset, backbone, k)."""
-    from prune_gym.policies import BatchPolicy, ScriptedPolicy
+    from prune_gym.policies import BatchPolicy, ScriptedPolicy, agent_policy_name
     from prune_gym.registry import family_of, is_family
 
     run_dir = Path(run_dir)
@@ -707,7 +707,7 @@ def load_agent_policy(run_dir: str | Path) -> Any:
         model = _load_final_sb3_model(run_dir, config)
         return greedy_policy(model, unwrapped if config["algo"] in MASKED_ALGORITHMS else None)
 
-    name = f"{config['algo']}:{run_dir.name}"
+    name = agent_policy_name(config["algo"], run_dir.name)
     try:
         family = family_of(config["env_id"])
     except gym.error.UnregisteredEnv:  # a Gymnasium id (CartPole-v1) is a family of its own

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from prune_gym.baselines.compare import read_csv
+from prune_gym.policies import agent_policy_name, is_agent_policy
 from prune_gym.results import mean_std
 
 STEP_COLUMNS = ("timesteps", "iteration")  # SB3 runs' metrics.csv, the custom DQN's
@@ -59,7 +60,7 @@ def training_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 def run_label(run_dir: Path) -> tuple[str, str]:
     """(algorithm, the policy name ``prune-gym compare --agents`` gives the run)."""
     algo = json.loads((run_dir / "config.json").read_text())["algo"]
-    return algo, f"{algo}:{run_dir.name}"
+    return algo, agent_policy_name(algo, run_dir.name)
 
 
 def final_returns(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
@@ -79,7 +80,8 @@ def scoreboard(rows: list[dict[str, Any]], run_dirs: list[Path]) -> tuple[str, d
     if missing:
         raise ValueError(f"The comparison has no final rows for {missing}: run prune-gym compare with --agents "
                          f"{' '.join(str(run_dir) for run_dir in run_dirs)}.")
-    scripted = {name: values for name, values in returns.items() if name not in agent_names}
+    # Other agents the comparison holds (runs not given) are neither scored nor a bar to beat.
+    scripted = {name: values for name, values in returns.items() if not is_agent_policy(name)}
     if not scripted:
         raise ValueError("The comparison has no scripted policy to beat.")
     pooled: dict[str, list[float]] = {}
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     table, figures = scoreboard(rows, args.runs)
     env_id = json.loads((args.compare_dir / "compare.json").read_text())["env_id"]
     scripted = {name: float(values.mean()) for name, values in final_returns(rows).items()
-                if name not in {run_label(run_dir)[1] for run_dir in args.runs}}
+                if not is_agent_policy(name)}
     plot_learning_curves(args.runs, scripted, args.compare_dir / "learning_curves.png",
                          f"{env_id}: training returns against the scripted policies", args.window)
     (args.compare_dir / "scoreboard.md").write_text(table)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prune_gym.policies import PolicyFactory, ScriptedPolicy
+from prune_gym.policies import AGENT_SEPARATOR, PolicyFactory, ScriptedPolicy, is_agent_policy
 from prune_gym.registry import FAMILIES, family_of
 
 # runner(env_id, policy, seed, env_kwargs, eval_data) -> result rows (dicts), see prune_gym.baselines.compare.
@@ -39,6 +39,9 @@ _REPORTS: dict[str, Report] = {}
 
 def register_policy(family: str, name: str, description: str) -> Callable[[PolicyFactory], PolicyFactory]:
     """Decorator: register ``make(env) -> policy`` as ``name`` for every env of ``family``."""
+    if is_agent_policy(name):
+        raise ValueError(f"Scripted policy name {name!r} holds {AGENT_SEPARATOR!r}, which marks trained agents "
+                         "in a comparison (algo:run).")
 
     def decorate(make: PolicyFactory) -> PolicyFactory:
         table = _POLICIES.setdefault(family, {})

@@ -24,6 +24,21 @@ Policy = Callable[[np.ndarray, dict[str, Any]], Any]
 PolicyFactory = Callable[[gym.Env], Policy]
 
 
+# A trained agent plays in a comparison as "<algo>:<run directory's name>"; scripted policy names
+# never hold the separator, so a comparison's rows tell agents from rules by name alone.
+AGENT_SEPARATOR = ":"
+
+
+def agent_policy_name(algo: str, run_name: str) -> str:
+    """The policy name of a trained run in ``prune-gym compare --agents`` (``"rnp-dqn:dqn-s0"``)."""
+    return f"{algo}{AGENT_SEPARATOR}{run_name}"
+
+
+def is_agent_policy(name: str) -> bool:
+    """Whether a comparison's policy ``name`` is a trained agent's (see :func:`agent_policy_name`)."""
+    return AGENT_SEPARATOR in name
+
+
 @dataclass(frozen=True)
 class ScriptedPolicy:
     """One policy: ``make(env)`` returns a fresh ``policy(obs, info) -> action``."""

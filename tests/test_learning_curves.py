@@ -59,3 +59,21 @@ def test_runs_missing_from_the_comparison_are_named(tmp_path):
     out = _comparison(tmp_path, {"min": [0.4]})
     with pytest.raises(ValueError, match="rnp-dqn:dqn-s0"):
         learning_curves.main([str(out), "--runs", str(run)])
+
+
+def test_agents_not_given_as_runs_are_not_taken_for_scripted_policies(tmp_path):
+    """A comparison that also holds earlier agents (``compare --resume --agents`` adds runs to one
+    directory): only the given runs are scored, and no agent is the bar to beat."""
+    run = _run(tmp_path, "dqn1k-s0", "rnp-dqn", [0.1, 0.2], "iteration")
+    out = _comparison(tmp_path, {"min": [0.4, 0.5], "rnp-dqn:dqn-s0": [0.9, 0.9], "rnp-dqn:dqn1k-s0": [0.6, 0.6]})
+    figures = learning_curves.main([str(out), "--runs", str(run)])
+    assert figures["best_scripted"] == "min" and figures["agents"]["rnp-dqn"]["episodes"] == 2
+    assert figures["agents"]["rnp-dqn"]["beats_best_scripted"]
+    assert "rnp-dqn:dqn-s0" not in (out / "scoreboard.md").read_text()
+
+
+def test_a_scripted_policy_name_cannot_look_like_an_agent():
+    from prune_gym.baselines.registry import register_policy
+
+    with pytest.raises(ValueError, match="marks trained agents"):
+        register_policy("DropNet", "rnp-dqn:fake", "not a rule")
