@@ -94,7 +94,8 @@ def scoreboard(rows: list[dict[str, Any]], run_dirs: list[Path]) -> tuple[str, d
     lines = ["| policy | episodes | return (mean ± std) | return IQM |", "|---|---|---|---|"]
     for name, values in labelled:
         lines.append(f"| {name} | {len(values)} | {mean_std(values, digits=3)} | {interquartile_mean(values):.3f} |")
-    figures = {"best_scripted": best, "best_scripted_mean": float(scripted[best].mean()),
+    figures = {"scripted_means": {name: float(values.mean()) for name, values in scripted.items()},
+               "best_scripted": best, "best_scripted_mean": float(scripted[best].mean()),
                "best_scripted_iqm": interquartile_mean(scripted[best]),
                "agents": {algo: {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)),
                                  "iqm": interquartile_mean(np.array(values)), "episodes": len(values),
@@ -145,9 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = read_csv(args.compare_dir / "results.csv")
     table, figures = scoreboard(rows, args.runs)
     env_id = json.loads((args.compare_dir / "compare.json").read_text())["env_id"]
-    scripted = {name: float(values.mean()) for name, values in final_returns(rows).items()
-                if not is_agent_policy(name)}
-    plot_learning_curves(args.runs, scripted, args.compare_dir / "learning_curves.png",
+    plot_learning_curves(args.runs, figures["scripted_means"], args.compare_dir / "learning_curves.png",
                          f"{env_id}: training returns against the scripted policies", args.window)
     (args.compare_dir / "scoreboard.md").write_text(table)
     print(table)

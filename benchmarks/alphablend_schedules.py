@@ -17,22 +17,31 @@ difference to the first schedule given. Figures only: nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import time
+import itertools
 
 import numpy as np
 from summary_line import print_summary
 
 
-def play(env, actions: list[int], seed: int) -> dict:
-    """One episode of the fixed sequence ``actions`` (the last repeating) from ``reset(seed=seed)``."""
-    started = time.perf_counter()
-    env.reset(seed=seed)
-    total, done, step, info = 0.0, False, 0, {}
-    while not done:
-        _, reward, terminated, truncated, info = env.step(actions[min(step, len(actions) - 1)])
-        total, done, step = total + float(reward), terminated or truncated, step + 1
-    return {"return": round(total, 4), "test_accuracy": info.get("test_accuracy"), "steps": step,
-            "wall_s": round(time.perf_counter() - started, 1)}
+def sequence_policy(text: str, actions: list[int]):
+    """A scripted policy that plays ``actions`` in order, the last repeating."""
+    from prune_gym.policies import ScriptedPolicy
+
+    def make(env):
+        taken = itertools.count()
+        return lambda obs, info: actions[min(next(taken), len(actions) - 1)]
+
+    return ScriptedPolicy("AlphaBlend", text, "fixed action sequence", make)
+
+
+def play(env, text: str, actions: list[int], seed: int) -> dict:
+    """One episode of the sequence through the project's episode loop, from ``reset(seed=seed)``."""
+    from prune_gym.policies import play_episode
+
+    rows = play_episode(env, sequence_policy(text, actions), seed)
+    last = rows[-1]
+    return {"return": round(last["episode_return"], 4), "test_accuracy": last["test_accuracy"],
+            "steps": len(rows) - 1, "wall_s": round(last["wall_s"], 1)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     returns: dict[str, list[float]] = {}
     for text, actions in schedules.items():
         for seed in range(args.seeds):
-            row = play(env, actions, seed)
+            row = play(env, text, actions, seed)
             returns.setdefault(text, []).append(row["return"])
             print_summary({"env_id": args.env_id, "schedule": text, "seed": seed, **row}, args.json)
     reference = np.array(returns[args.schedules[0]])
