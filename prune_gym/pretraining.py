@@ -43,6 +43,7 @@ from prune_gym.training import (
     LoopCheckpoint,
     TrainResult,
     augment_batch,
+    cutout_batch,
     evaluate_classifier,
     resolve_device,
     train_loop,
@@ -83,6 +84,11 @@ class PretrainBudget:
             biases, whose decay only fights the normalisation).
         label_smoothing: smoothing of the label cross-entropy (distillation targets are not smoothed).
         translate: largest random shift in pixels (zero fill) of the flip + translate augmentation.
+        cutout: side in pixels of the square set to the mean image (zero after normalisation) at a
+            random centre of every training image, after flip and translate (DeVries & Taylor 2017,
+            "Cutout"; 16 on CIFAR-10 in the paper); 0, the default, turns it off. Why: ResNet-20
+            over-fits the 45,000 JPEG training images (98.65 % training against 88.44 % validation
+            accuracy after 136 epochs), and a longer schedule or a lower learning rate did not help.
         warmup_fraction: share of each phase spent warming the learning rate up.
         random_configs: random per-layer width mixes per sandwich step besides the full and narrowest.
         eval_every: steps between validation evaluations (best checkpoint is kept).
@@ -105,6 +111,7 @@ class PretrainBudget:
     weight_decay: float = 5e-4
     label_smoothing: float = 0.2
     translate: int = 2
+    cutout: int = 0
     warmup_fraction: float = 0.2
     random_configs: int = 2
     eval_every: int = 250
@@ -124,13 +131,18 @@ class PretrainBudget:
             raise ValueError(f"sandwich_lr_fraction must lie in (0, 1], got {self.sandwich_lr_fraction}.")
         if self.translate < 0:
             raise ValueError(f"translate is a shift in pixels ≥ 0, got {self.translate}.")
+        if self.cutout < 0:
+            raise ValueError(f"cutout is a square's side in pixels ≥ 0 (0: off), got {self.cutout}.")
 
     def record(self) -> dict[str, Any]:
         """The budget as the plain data a cache key or a manifest stores: every field, except
-        ``precision`` when it is the default fp32 (keys written before the field existed stay valid)."""
+        ``precision`` when it is the default fp32 and ``cutout`` when it is off (keys written
+        before those fields existed, and the weights shipped under them, stay valid)."""
         fields = asdict(self)
         if fields["precision"] == "fp32":
             del fields["precision"]
+        if not fields["cutout"]:
+            del fields["cutout"]
         return fields
 
     @property
@@ -267,14 +279,16 @@ def _training_batches(dataset: ImageDataset, budget: PretrainBudget, generator: 
                       device: torch.device, val_fraction: float) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
     """``sample_batch()``: ``budget.batch_size`` training images drawn with replacement, flipped
     (CIFAR only: mirrored digits are other digits; mirrored objects are not) and translated on the
-    uint8 tensors, normalised, channels_last (~1.45× faster for these convolutions on CPUs,
-    measured on 2 cores), with their labels."""
+    uint8 tensors, normalised, cut out (``budget.cutout``), channels_last (~1.45× faster for these
+    convolutions on CPUs, measured on 2 cores), with their labels."""
     x_train, y_train = dataset.split("train", val_fraction)
     flip = dataset.name.startswith("cifar")
 
     def sample_batch() -> tuple[torch.Tensor, torch.Tensor]:
         rows = torch.randint(len(y_train), (budget.batch_size,), generator=generator)
         images = normalize(augment_batch(x_train[rows], generator, flip, budget.translate).to(device), dataset)
+        if budget.cutout:
+            images = cutout_batch(images, generator, budget.cutout)
         return images.contiguous(memory_format=torch.channels_last), y_train[rows].to(device)
 
     return sample_batch

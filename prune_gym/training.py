@@ -276,3 +276,18 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator, flip: bool, 
     batch_index = torch.arange(count).view(count, 1, 1, 1)
     channel_index = torch.arange(images.shape[1]).view(1, -1, 1, 1)
     return padded[batch_index, channel_index, rows, cols]
+
+
+def cutout_batch(images: torch.Tensor, generator: torch.Generator, size: int) -> torch.Tensor:
+    """Cutout (DeVries & Taylor 2017): per image, a ``size``×``size`` square at a uniformly random
+    centre (clipped at the borders, as in the paper) set to zero, which after normalisation is the
+    mean image. Returns a new tensor; ``images`` is left as it was."""
+    count, _, height, width = images.shape
+    centres = torch.stack([torch.randint(0, height, (count,), generator=generator),
+                           torch.randint(0, width, (count,), generator=generator)], 1).to(images.device)
+    low, high = size // 2, size - size // 2
+    rows = torch.arange(height, device=images.device).view(1, height, 1)
+    cols = torch.arange(width, device=images.device).view(1, 1, width)
+    inside = ((rows >= centres[:, 0, None, None] - low) & (rows < centres[:, 0, None, None] + high)
+              & (cols >= centres[:, 1, None, None] - low) & (cols < centres[:, 1, None, None] + high))
+    return images.masked_fill(inside.unsqueeze(1), 0.0)

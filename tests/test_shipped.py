@@ -20,6 +20,7 @@ from prune_gym import pretraining, shipped
 from prune_gym.cli import default_backbone_request
 from prune_gym.cli import main as cli_main
 from prune_gym.data import load_dataset, load_npz
+from prune_gym.envs.maskoffset import MaskOffsetSettings
 from prune_gym.envs.rnp import RNPSettings
 from prune_gym.pretraining import accuracy_by_width, build_backbone, pretrained_backbone, ship_backbone
 from prune_gym.shipped import (
@@ -182,6 +183,12 @@ def test_other_kwargs_are_not_shipped_and_train_as_before(fresh_process, fake_da
     calls = count_pretrain_calls(monkeypatch)
     gym.make("RNP-CIFAR10-v0", data_root=str(fake_data_dir), device="cpu", pretrain_steps=2).reset(seed=0)
     assert len(calls) == 1 and len(writes) == 1 and any(cache.iterdir())
+
+
+def test_maskoffset_cutout_is_not_the_shipped_resnet():
+    default = MaskOffsetSettings()
+    assert find_shipped(default.backbone_request()) is not None
+    assert find_shipped(replace(default, pretrain_cutout=16).backbone_request()) is None
 
 
 # -- the mechanism, on a temporary shipped directory ------------------------------------------

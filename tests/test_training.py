@@ -11,12 +11,13 @@ from prune_gym.models import BACKBONES, GroupedCNN
 from prune_gym.pretraining import (
     BackboneRequest,
     PretrainBudget,
+    _training_batches,
     cache_key,
     pair_covering_configs,
     pretrained_backbone,
     recalibrate_batchnorm,
 )
-from prune_gym.training import augment_batch, resolve_device, train_loop
+from prune_gym.training import augment_batch, cutout_batch, resolve_device, train_loop
 from prune_gym.weights import WeightsCacheWarning, cache_path
 
 TINY = BackboneRequest("synthetic", budget=PretrainBudget(steps=3, eval_every=3))
@@ -107,6 +108,36 @@ def test_augmentation_keeps_shape_and_is_seeded():
     assert torch.equal(unshifted, images)
 
 
+def test_cutout_zeroes_one_clipped_square_per_image():
+    images = torch.ones(64, 3, 32, 32)
+    cut = cutout_batch(images, torch.Generator().manual_seed(0), size=16)
+    assert torch.equal(images, torch.ones(64, 3, 32, 32))  # the input is left as it was
+    zeroed = cut[:, 0] == 0
+    assert torch.equal(zeroed, (cut == 0).all(1))  # every channel of a pixel together
+    for mask in zeroed:
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        assert int(mask.sum()) == len(rows) * len(cols)  # one rectangle
+        assert 8 <= len(rows) <= 16 and 8 <= len(cols) <= 16  # a 16-square, clipped by at most half
+    assert len({int(mask.sum()) for mask in zeroed}) > 1  # some squares clipped at the border
+    assert torch.equal(cut, cutout_batch(images, torch.Generator().manual_seed(0), size=16))
+
+
+def test_cutout_is_off_by_default_and_leaves_old_cache_keys_alone():
+    assert "cutout" not in PretrainBudget().record()
+    assert PretrainBudget(cutout=8).record()["cutout"] == 8
+
+
+def test_pretraining_batches_carry_the_budgets_cutout():
+    dataset = synthetic_dataset()
+
+    def zeroed_pixels(cutout: int) -> int:
+        sample = _training_batches(dataset, PretrainBudget(batch_size=16, translate=0, cutout=cutout),
+                                   torch.Generator().manual_seed(0), torch.device("cpu"), 0.1)
+        return int((sample()[0] == 0).all(1).sum())
+
+    assert zeroed_pixels(0) == 0 and zeroed_pixels(8) >= 16 * 4 * 4
+
+
 def test_auto_device_picks_what_is_available():
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_device("cpu").type == "cpu"
@@ -130,7 +161,7 @@ def test_pretrain_budget_splits_its_steps_between_the_two_phases():
     assert PretrainBudget(steps=1).sandwich_steps == 1  # the sandwich phase always runs
     assert PretrainBudget(steps=5, full_width_fraction=0.0).full_width_steps == 0
     for bad in ({"steps": 0}, {"full_width_fraction": 1.0}, {"full_width_fraction": -0.1}, {"label_smoothing": 1.0},
-                {"warmup_fraction": -0.1}, {"translate": -1}, {"precision": "fp16"}):
+                {"warmup_fraction": -0.1}, {"translate": -1}, {"cutout": -1}, {"precision": "fp16"}):
         with pytest.raises(ValueError):
             PretrainBudget(**bad)
 

@@ -79,6 +79,7 @@ class MaskOffsetSettings:
     pretrain_lr: float = 0.4
     pretrain_batch_size: int = 512
     pretrain_precision: str = "fp32"
+    pretrain_cutout: int = 0
     backbone_seed: int = 0
     val_fraction: float = 0.1
     data_root: str | None = None
@@ -97,6 +98,7 @@ class MaskOffsetSettings:
             set_integer(self, name, minimum=1)
         set_integer(self, "train_subset", minimum=1, optional=True)
         set_integer(self, "backbone_seed", minimum=0)
+        set_integer(self, "pretrain_cutout", minimum=0)
         set_real(self, "interacting_step", lambda s: s > 0.0, "> 0 (a fraction of max_iter per unit of action)")
         for name in ("lr", "finetune_lr", "pretrain_lr"):
             set_real(self, name, lambda lr: lr > 0.0, "a positive learning rate")
@@ -114,8 +116,8 @@ class MaskOffsetSettings:
     def backbone_request(self) -> BackboneRequest:
         # One phase (full_width_fraction 0), batch 512, label smoothing 0.1, shifts of 4 pixels.
         budget = PretrainBudget(steps=self.pretrain_steps, full_width_fraction=0.0, batch_size=self.pretrain_batch_size,
-                                lr=self.pretrain_lr, label_smoothing=0.1, translate=4, random_configs=0,
-                                precision=self.pretrain_precision)
+                                lr=self.pretrain_lr, label_smoothing=0.1, translate=4, cutout=self.pretrain_cutout,
+                                random_configs=0, precision=self.pretrain_precision)
         return BackboneRequest(self.dataset, self.network, k=1, seed=self.backbone_seed,
                                val_fraction=self.val_fraction, budget=budget)
 
@@ -198,7 +200,8 @@ class MaskOffsetEnv(PruningEnv):
       ``target_weight``: see Rewards.
     - ``pretrain_steps`` (4,400 steps of ``pretrain_batch_size`` 512, ~50 epochs), ``pretrain_lr``,
       ``pretrain_precision`` (``"fp32"``, or ``"bf16"`` autocast: about 2× faster on CPUs with
-      AVX-512 BF16), ``backbone_seed``,
+      AVX-512 BF16), ``pretrain_cutout`` (side of the Cutout square in pixels, 0 = off: see
+      :class:`~prune_gym.pretraining.PretrainBudget`), ``backbone_seed``,
       ``val_fraction``, ``weights`` (``"auto"``/``"shipped"``/``"train"``, as for RNP): the
       pretrained network, through the project's weights cache and shipped weights.
     - ``data_root``, ``eval_data`` (``.npz`` replacing the test split), ``device``.
