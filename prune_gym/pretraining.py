@@ -88,7 +88,8 @@ class PretrainBudget:
             random centre of every training image, after flip and translate (DeVries & Taylor 2017,
             "Cutout"; 16 on CIFAR-10 in the paper); 0, the default, turns it off. Why: ResNet-20
             over-fits the 45,000 JPEG training images (98.65 % training against 88.44 % validation
-            accuracy after 136 epochs), and a longer schedule or a lower learning rate did not help.
+            accuracy after 136 epochs), and a longer schedule or a lower learning rate did not help;
+            Cutout 16 on the same 12,000 bf16 steps raised its test accuracy from 87.84 to 89.17 %.
         warmup_fraction: share of each phase spent warming the learning rate up.
         random_configs: random per-layer width mixes per sandwich step besides the full and narrowest.
         eval_every: steps between validation evaluations (best checkpoint is kept).
