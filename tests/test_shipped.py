@@ -177,7 +177,7 @@ def test_other_kwargs_are_not_shipped_and_train_as_before(fresh_process, fake_da
     shipped_request("RNP-CIFAR10-v0")
     for changed in ({"k": 2}, {"dropout": 0.1}, {"backbone_seed": 1}, {"pretrain_steps": 2999},
                     {"val_fraction": 0.2}, {"backbone": "cnn6"}, {"dataset": "cifar100"},
-                    {"pretrain_precision": "bf16"}, {"pretrain_lr": 0.2}):
+                    {"pretrain_precision": "bf16"}, {"pretrain_lr": 0.2}, {"pretrain_cutout": 8}):
         assert find_shipped(replace(default, **changed).backbone_request()) is None, changed
     cache, writes = fresh_process
     calls = count_pretrain_calls(monkeypatch)

@@ -63,6 +63,7 @@ class RNPSettings:
     pretrain_steps: int = PretrainBudget.steps
     pretrain_lr: float = PretrainBudget.lr
     pretrain_precision: str = PretrainBudget.precision
+    pretrain_cutout: int = PretrainBudget.cutout
     backbone_seed: int = 0
     val_fraction: float = 0.1
     device: str = "auto"
@@ -88,6 +89,7 @@ class RNPSettings:
         set_integer(self, "pretrain_steps", minimum=1)
         set_real(self, "pretrain_lr", lambda lr: lr > 0.0, "a positive learning rate")
         check_choice("pretrain_precision", self.pretrain_precision, PRECISIONS)
+        set_integer(self, "pretrain_cutout", minimum=0)
         set_integer(self, "backbone_seed", minimum=0)
         set_real(self, "val_fraction", lambda f: 0.0 < f < 1.0, "a fraction strictly between 0 and 1")
 
@@ -98,6 +100,7 @@ class RNPSettings:
     def backbone_request(self) -> BackboneRequest:
         return BackboneRequest(self.dataset, self.backbone, self.k, self.dropout, self.backbone_seed,
                                self.val_fraction, PretrainBudget(steps=self.pretrain_steps, lr=self.pretrain_lr,
+                                                                  cutout=self.pretrain_cutout,
                                                                   precision=self.pretrain_precision))
 
 
@@ -372,13 +375,14 @@ class RNPEnv(_RNPAccess, PruningEnv):
     - ``data_root``: ``.npz`` file or data directory (default ``$PRUNE_GYM_DATA`` or ``~/.cache/prune_gym``).
     - ``pretrain_steps``, ``pretrain_lr`` (peak learning rate of the full-width phase; the
       sandwich phase peaks at a quarter of it), ``pretrain_precision`` (``"fp32"``, or
-      ``"bf16"`` autocast: about 2× faster on CPUs with AVX-512 BF16), ``backbone_seed``:
-      pretraining budget and seed of the backbone (part of its cache key); ``device``:
-      ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+      ``"bf16"`` autocast: about 2× faster on CPUs with AVX-512 BF16), ``pretrain_cutout``
+      (Cutout square's side in pixels, 0 = off), ``backbone_seed``: pretraining budget and
+      seed of the backbone (part of its cache key); ``device``: ``"auto"`` (CUDA when present),
+      ``"cpu"`` or ``"cuda"``.
     - ``weights``: where the pretrained backbone comes from. ``"auto"`` (default): the weights
       shipped with the package when dataset, backbone, ``k``, ``dropout``, ``backbone_seed``,
-      ``pretrain_steps``, ``pretrain_lr``, ``pretrain_precision`` and ``val_fraction`` are a
-      shipped configuration (the id's registered values; ``prune-gym
+      ``pretrain_steps``, ``pretrain_lr``, ``pretrain_precision``, ``pretrain_cutout`` and
+      ``val_fraction`` are a shipped configuration (the id's registered values; ``prune-gym
       ship-weights --list``; they serve any copy of the dataset, loaded in seconds), else the
       weights cache, training on a miss. ``"train"``: never the shipped weights — train on (or
       load from the cache for) your own copy at ``data_root``; use it when your copy's validation
