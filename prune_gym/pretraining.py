@@ -57,6 +57,12 @@ logger = logging.getLogger("prune_gym")
 PRECISIONS = ("fp32", "bf16")
 
 
+#: Budget fields added after cache keys were first written, with the value every older key
+#: implies: :meth:`PretrainBudget.record` leaves a field out at that value, so older keys (and the
+#: weights shipped under them) stay valid. A new budget field belongs here too.
+FIELDS_ADDED_TO_KEYS = {"precision": "fp32", "cutout": 0}
+
+
 @dataclass(frozen=True)
 class PretrainBudget:
     """How a grouped backbone is pretrained; every field is part of the weights-cache key.
@@ -136,15 +142,10 @@ class PretrainBudget:
             raise ValueError(f"cutout is a square's side in pixels ≥ 0 (0: off), got {self.cutout}.")
 
     def record(self) -> dict[str, Any]:
-        """The budget as the plain data a cache key or a manifest stores: every field, except
-        ``precision`` when it is the default fp32 and ``cutout`` when it is off (keys written
-        before those fields existed, and the weights shipped under them, stay valid)."""
-        fields = asdict(self)
-        if fields["precision"] == "fp32":
-            del fields["precision"]
-        if not fields["cutout"]:
-            del fields["cutout"]
-        return fields
+        """The budget as the plain data a cache key or a manifest stores: every field, except those
+        of :data:`FIELDS_ADDED_TO_KEYS` at their older keys' value (``precision`` fp32, ``cutout`` off)."""
+        return {name: value for name, value in asdict(self).items()
+                if name not in FIELDS_ADDED_TO_KEYS or value != FIELDS_ADDED_TO_KEYS[name]}
 
     @property
     def full_width_steps(self) -> int:

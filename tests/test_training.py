@@ -9,6 +9,7 @@ from prune_gym import pretraining
 from prune_gym.data import synthetic_dataset
 from prune_gym.models import BACKBONES, GroupedCNN
 from prune_gym.pretraining import (
+    FIELDS_ADDED_TO_KEYS,
     BackboneRequest,
     PretrainBudget,
     _training_batches,
@@ -124,6 +125,8 @@ def test_cutout_zeroes_one_clipped_square_per_image():
 
 def test_cutout_is_off_by_default_and_leaves_old_cache_keys_alone():
     assert "cutout" not in PretrainBudget().record()
+    default = PretrainBudget()
+    assert all(getattr(default, name) == value for name, value in FIELDS_ADDED_TO_KEYS.items())
     assert PretrainBudget(cutout=8).record()["cutout"] == 8
 
 
