@@ -17,7 +17,9 @@ import numpy as np
 import torch
 
 from prune_gym.baselines.registry import register_policy, register_runner
+from prune_gym.data import DEFAULT_VAL_FRACTION
 from prune_gym.policies import BatchPolicy
+from prune_gym.pretraining import PretrainBudget
 
 UNIFORM_GROUPS = (1, 2, 3, 4)  # the registered uniform policies; a policy errors if g > the env's k
 
@@ -63,17 +65,22 @@ def width_factor_for_macs(base: str, target_macs: float, image_shape: tuple[int,
 
 
 def vanilla_network(dataset: str, base: str, factor: float, data_root: str | None, seed: int = 0,
-                    device: str = "auto", pretrain_steps: int | None = None) -> dict[str, Any]:
-    """Train (or load from the weights cache) ``base`` at ``factor``× channels with the backbone's own
-    pretraining budget (``pretrain_steps`` overrides its steps), and score it on the test split:
-    accuracy, MACs, and params (conv/linear weights, as the RNP envs count them)."""
-    from prune_gym.pretraining import BackboneRequest, PretrainBudget, pretrained_backbone
+                    device: str = "auto", budget: PretrainBudget | None = None,
+                    val_fraction: float = DEFAULT_VAL_FRACTION) -> dict[str, Any]:
+    """Train (or load from the weights cache) ``base`` at ``factor``× channels and score it on the
+    test split: accuracy, MACs, and params (conv/linear weights, as the RNP envs count them).
+
+    ``budget`` is the :class:`~prune_gym.pretraining.PretrainBudget` to train with (default: the
+    backbones' default budget) and ``val_fraction`` the validation share carved from the training
+    images: pass the RNP env's own (``settings.backbone_request()``), so the narrow network gets
+    exactly its backbone's recipe — steps, learning rate, precision and augmentation alike."""
+    from prune_gym.pretraining import BackboneRequest, pretrained_backbone
     from prune_gym.pruning.counting import count_macs, trace_layer_costs
     from prune_gym.training import evaluate_classifier
 
     name = f"{base}-w{factor:g}"
-    budget = PretrainBudget() if pretrain_steps is None else PretrainBudget(steps=pretrain_steps)
-    request = BackboneRequest(dataset, name, k=1, seed=seed, budget=budget)
+    request = BackboneRequest(dataset, name, k=1, seed=seed, val_fraction=val_fraction,
+                              budget=budget or PretrainBudget())
     model, metrics, data = pretrained_backbone(request, data_root, device)
     images, labels = data.split("test")
     with torch.inference_mode():

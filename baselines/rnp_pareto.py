@@ -81,9 +81,11 @@ def vanilla_rows(env_id: str, env_kwargs: dict[str, Any], target_macs: list[floa
     factors = sorted({width_factor_for_macs(settings.backbone, macs, dataset.image_shape, dataset.num_classes)
                       for macs in target_macs})
     start = time.perf_counter()
-    # The backbone's own budget (settings.pretrain_steps: the default's unless the env kwargs change it).
+    # The backbone's own budget and validation split, whatever the env kwargs changed in them
+    # (steps, rate, precision, Cutout): the vanilla networks get exactly the backbone's recipe.
+    backbone = settings.backbone_request()
     calls = [(settings.dataset, settings.backbone, factor, settings.data_root, seed, settings.device,
-              settings.pretrain_steps) for factor in factors for seed in seeds]
+              backbone.budget, backbone.val_fraction) for factor in factors for seed in seeds]
     trained = iter(map_tasks(vanilla_network, calls, ray))
     # Wall time of all the narrow networks, shared out per width (with --ray they trained side by side).
     wall_s = (time.perf_counter() - start) / len(factors)

@@ -22,7 +22,7 @@ import torch
 
 from prune_gym.models import BACKBONES, GroupedCNN
 from prune_gym.models.resnet_cifar import cifar_resnet
-from prune_gym.pretraining import full_width_step, sandwich_step
+from prune_gym.pretraining import cpu_has_native_bf16, full_width_step, sandwich_step
 
 
 def step_function(name: str, batch: int, precision: str) -> Callable[[], None]:
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", help="append the figures as one JSON line to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    hardware_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    hardware_bf16 = cpu_has_native_bf16()
     print(f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, "
           f"AVX-512 BF16 / AMX: {'yes' if hardware_bf16 else 'no (bf16 is emulated, expect it slower)'}")
     record = {"threads": args.threads, "batch": args.batch, "hardware_bf16": hardware_bf16, "models": {}}

@@ -10,6 +10,7 @@ from prune_gym.baselines.registry import get_policy, policies_for
 from prune_gym.baselines.rnp import vanilla_macs, vanilla_network, width_factor_for_macs
 from prune_gym.evaluation import evaluate_rnp_policy, params_used, rnp_images
 from prune_gym.models.grouped_cnn import get_backbone_spec
+from prune_gym.pretraining import PretrainBudget
 
 SYNTHETIC = {"pretrain_steps": 2, "device": "cpu"}
 
@@ -97,9 +98,31 @@ def test_vanilla_width_factor_matches_macs():
 
 
 def test_vanilla_network_trains_a_plain_narrow_cnn(fake_data_dir):
-    figures = vanilla_network("cifar10", "cnn4", 0.5, str(fake_data_dir), device="cpu", pretrain_steps=2)
+    figures = vanilla_network("cifar10", "cnn4", 0.5, str(fake_data_dir), device="cpu", budget=PretrainBudget(steps=2))
     assert figures["backbone"] == "cnn4-w0.5" and 0.0 <= figures["accuracy"] <= 1.0
     assert figures["macs"] == vanilla_macs("cnn4", 0.5, (3, 32, 32), 10)
+
+
+def test_vanilla_networks_get_the_backbones_whole_recipe(monkeypatch):
+    """Regression: the sweep passed only the env's pretrain_steps, so a backbone pretrained with
+    another rate, bf16 or Cutout was compared with narrow networks trained by the default recipe."""
+    import prune_gym.baselines.rnp as rnp_baselines
+    from prune_gym.baselines.rnp_pareto import vanilla_rows
+
+    requests = []
+
+    def fake_vanilla_network(dataset, base, factor, data_root, seed, device, budget, val_fraction):
+        requests.append((budget, val_fraction))
+        return {"accuracy": 0.5, "cross_entropy": 1.0, "macs": 1e6, "params": 10}
+
+    monkeypatch.setattr(rnp_baselines, "vanilla_network", fake_vanilla_network)
+    kwargs = {**SYNTHETIC, "pretrain_steps": 3, "pretrain_lr": 0.2, "pretrain_precision": "bf16",
+              "pretrain_cutout": 8, "val_fraction": 0.2}
+    backbone = gym.make("RNP-Synthetic-v0", **kwargs).unwrapped.settings.backbone_request()
+    rows = vanilla_rows("RNP-Synthetic-v0", kwargs, [1e5], seeds=[0, 1])
+    assert [row["accuracy_per_seed"] for row in rows] == [[0.5, 0.5]]
+    assert requests == [(backbone.budget, 0.2)] * 2
+    assert backbone.budget == PretrainBudget(steps=3, lr=0.2, precision="bf16", cutout=8)
 
 
 def test_compare_runs_rnp_policies_and_a_trained_agent_over_the_test_split(tmp_path):

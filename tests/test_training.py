@@ -288,6 +288,21 @@ def test_bf16_pretraining_runs_the_forward_passes_in_bfloat16_and_keeps_fp32_wei
     assert all(0.0 <= value <= 1.0 for name, value in metrics.items() if name.startswith("val_accuracy"))
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_pretraining_on_a_cpu_that_only_emulates_it_warns(monkeypatch, caplog, fresh_process_cache, native):
+    """On an AVX2-only CPU bf16 autocast trained 8× slower than fp32: a user asking for it there is
+    told so before training starts, and still gets what the request names (the precision is part
+    of the cache key)."""
+    monkeypatch.setattr(pretraining, "cpu_has_native_bf16", lambda: native)
+    request = BackboneRequest("synthetic", budget=PretrainBudget(steps=2, eval_every=2, precision="bf16"))
+    with caplog.at_level("WARNING", logger="prune_gym"):
+        pretrained_backbone(request, device="cpu")
+        pretrained_backbone(TINY, device="cpu")  # fp32: never warned about
+    emulated = [record for record in caplog.records if "emulated" in record.message]
+    assert len(emulated) == (0 if native else 1)
+    assert not pretraining.warn_if_bf16_is_emulated("bf16", torch.device("cuda"))
+
+
 # ----------------------------------------------------------------------------------------------
 # Resuming a killed pretraining run
 # ----------------------------------------------------------------------------------------------
