@@ -258,12 +258,13 @@ def recalibrate_batchnorm(
         norm.reset_running_stats()
         norm.momentum = None  # cumulative moving average
     model.train()
-    for _ in range(batches):
-        images = sample_images()
-        configs = [None, [1] * model.num_decisions, *pair_covering_configs(model, generator),
-                   *random_width_mixes(model, 2, generator).tolist()]
-        for config in configs:
-            model(images, config)
+    with torch.no_grad():  # statistics only: no autograd graph to record for these forwards
+        for _ in range(batches):
+            images = sample_images()
+            configs = [None, [1] * model.num_decisions, *pair_covering_configs(model, generator),
+                       *random_width_mixes(model, 2, generator).tolist()]
+            for config in configs:
+                model(images, config)
     for norm in norms:
         norm.momentum = 0.1
     untouched = [index for index, norm in enumerate(norms) if int(norm.num_batches_tracked) == 0]

@@ -116,13 +116,13 @@ def test_vanilla_networks_get_the_backbones_whole_recipe(monkeypatch):
         return {"accuracy": 0.5, "cross_entropy": 1.0, "macs": 1e6, "params": 10}
 
     monkeypatch.setattr(rnp_baselines, "vanilla_network", fake_vanilla_network)
-    kwargs = {**SYNTHETIC, "pretrain_steps": 3, "pretrain_lr": 0.2, "pretrain_precision": "bf16",
-              "pretrain_cutout": 8, "val_fraction": 0.2}
+    kwargs = {**SYNTHETIC, "pretrain_steps": 1, "pretrain_lr": 0.2, "pretrain_batch_size": 8,
+              "pretrain_precision": "bf16", "pretrain_cutout": 8, "val_fraction": 0.2}
     backbone = gym.make("RNP-Synthetic-v0", **kwargs).unwrapped.settings.backbone_request()
     rows = vanilla_rows("RNP-Synthetic-v0", kwargs, [1e5], seeds=[0, 1])
     assert [row["accuracy_per_seed"] for row in rows] == [[0.5, 0.5]]
     assert requests == [(backbone.budget, 0.2)] * 2
-    assert backbone.budget == PretrainBudget(steps=3, lr=0.2, precision="bf16", cutout=8)
+    assert backbone.budget == PretrainBudget(steps=1, lr=0.2, batch_size=8, precision="bf16", cutout=8)
 
 
 def test_compare_runs_rnp_policies_and_a_trained_agent_over_the_test_split(tmp_path):

@@ -177,12 +177,20 @@ def test_other_kwargs_are_not_shipped_and_train_as_before(fresh_process, fake_da
     shipped_request("RNP-CIFAR10-v0")
     for changed in ({"k": 2}, {"dropout": 0.1}, {"backbone_seed": 1}, {"pretrain_steps": 2999},
                     {"val_fraction": 0.2}, {"backbone": "cnn6"}, {"dataset": "cifar100"},
-                    {"pretrain_precision": "bf16"}, {"pretrain_lr": 0.2}, {"pretrain_cutout": 8}):
+                    {"pretrain_precision": "bf16"}, {"pretrain_lr": 0.2}, {"pretrain_cutout": 8},
+                    {"pretrain_batch_size": 256}):
         assert find_shipped(replace(default, **changed).backbone_request()) is None, changed
     cache, writes = fresh_process
     calls = count_pretrain_calls(monkeypatch)
     gym.make("RNP-CIFAR10-v0", data_root=str(fake_data_dir), device="cpu", pretrain_steps=2).reset(seed=0)
     assert len(calls) == 1 and len(writes) == 1 and any(cache.iterdir())
+
+
+def test_rnp_pretrain_batch_size_reaches_the_budget_and_is_validated():
+    assert RNPSettings(pretrain_batch_size=128).backbone_request().budget.batch_size == 128
+    assert RNPSettings().backbone_request() == shipped_request("RNP-CIFAR10-v0")  # 512: the shipped key
+    with pytest.raises(ValueError, match="pretrain_batch_size"):
+        RNPSettings(pretrain_batch_size=0)
 
 
 def test_maskoffset_cutout_is_not_the_shipped_resnet():

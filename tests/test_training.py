@@ -276,7 +276,7 @@ def test_an_fp32_budget_keeps_the_cache_key_it_had_before_precision_existed():
 def test_bf16_pretraining_runs_the_forward_passes_in_bfloat16_and_keeps_fp32_weights(backbone):
     dataset = synthetic_dataset()
     request = BackboneRequest("synthetic", backbone=backbone, k=1 if backbone == "resnet20" else 2,
-                              budget=PretrainBudget(steps=2, eval_every=2, precision="bf16"))
+                              budget=PretrainBudget(steps=2, eval_every=2, batch_size=16, precision="bf16"))
     model = pretraining.build_backbone(request, dataset)
     logits_dtypes = set()
     model.register_forward_hook(lambda _module, _inputs, output: logits_dtypes.add(output.dtype))
@@ -294,7 +294,7 @@ def test_bf16_pretraining_on_a_cpu_that_only_emulates_it_warns(monkeypatch, capl
     told so before training starts, and still gets what the request names (the precision is part
     of the cache key)."""
     monkeypatch.setattr(pretraining, "cpu_has_native_bf16", lambda: native)
-    request = BackboneRequest("synthetic", budget=PretrainBudget(steps=2, eval_every=2, precision="bf16"))
+    request = BackboneRequest("synthetic", budget=PretrainBudget(steps=1, batch_size=8, precision="bf16"))
     with caplog.at_level("WARNING", logger="prune_gym"):
         pretrained_backbone(request, device="cpu")
         pretrained_backbone(TINY, device="cpu")  # fp32: never warned about

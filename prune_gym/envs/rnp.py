@@ -62,6 +62,7 @@ class RNPSettings:
     data_root: str | None = None
     pretrain_steps: int = PretrainBudget.steps
     pretrain_lr: float = PretrainBudget.lr
+    pretrain_batch_size: int = PretrainBudget.batch_size
     pretrain_precision: str = PretrainBudget.precision
     pretrain_cutout: int = PretrainBudget.cutout
     backbone_seed: int = 0
@@ -88,6 +89,7 @@ class RNPSettings:
         set_real(self, "mac_weight", lambda w: w >= 0.0, "≥ 0 (the weight of the MAC cost)")
         set_integer(self, "pretrain_steps", minimum=1)
         set_real(self, "pretrain_lr", lambda lr: lr > 0.0, "a positive learning rate")
+        set_integer(self, "pretrain_batch_size", minimum=1)
         check_choice("pretrain_precision", self.pretrain_precision, PRECISIONS)
         set_integer(self, "pretrain_cutout", minimum=0)
         set_integer(self, "backbone_seed", minimum=0)
@@ -100,6 +102,7 @@ class RNPSettings:
     def backbone_request(self) -> BackboneRequest:
         return BackboneRequest(self.dataset, self.backbone, self.k, self.dropout, self.backbone_seed,
                                self.val_fraction, PretrainBudget(steps=self.pretrain_steps, lr=self.pretrain_lr,
+                                                                  batch_size=self.pretrain_batch_size,
                                                                   cutout=self.pretrain_cutout,
                                                                   precision=self.pretrain_precision))
 
@@ -374,14 +377,16 @@ class RNPEnv(_RNPAccess, PruningEnv):
     - ``reward_mode``, ``group_penalty``, ``ce_weight``, ``mac_weight``: see Rewards.
     - ``data_root``: ``.npz`` file or data directory (default ``$PRUNE_GYM_DATA`` or ``~/.cache/prune_gym``).
     - ``pretrain_steps``, ``pretrain_lr`` (peak learning rate of the full-width phase; the
-      sandwich phase peaks at a quarter of it), ``pretrain_precision`` (``"fp32"``, or
-      ``"bf16"`` autocast: about 2× faster on CPUs with AVX-512 BF16), ``pretrain_cutout``
+      sandwich phase peaks at a quarter of it), ``pretrain_batch_size`` (images per step,
+      512), ``pretrain_precision`` (``"fp32"``, or ``"bf16"`` autocast: about 2× faster on CPUs
+      with AVX-512 BF16, several times slower without), ``pretrain_cutout``
       (Cutout square's side in pixels, 0 = off), ``backbone_seed``: pretraining budget and
       seed of the backbone (part of its cache key); ``device``: ``"auto"`` (CUDA when present),
       ``"cpu"`` or ``"cuda"``.
     - ``weights``: where the pretrained backbone comes from. ``"auto"`` (default): the weights
       shipped with the package when dataset, backbone, ``k``, ``dropout``, ``backbone_seed``,
-      ``pretrain_steps``, ``pretrain_lr``, ``pretrain_precision``, ``pretrain_cutout`` and
+      ``pretrain_steps``, ``pretrain_lr``, ``pretrain_batch_size``, ``pretrain_precision``,
+      ``pretrain_cutout`` and
       ``val_fraction`` are a shipped configuration (the id's registered values; ``prune-gym
       ship-weights --list``; they serve any copy of the dataset, loaded in seconds), else the
       weights cache, training on a miss. ``"train"``: never the shipped weights — train on (or
