@@ -50,6 +50,25 @@ def test_single_image_path_equals_the_runtime_under_the_same_decision_network(en
     assert path.decision_macs == decide.network.macs_per_image()
 
 
+def test_numpy_single_image_cell_equals_the_torch_cell_at_every_decision(env):
+    """The batch-1 path decides in numpy (a quarter of torch's dispatch at one image); its Q-values
+    and states must be the torch cell's up to float summation order, at every decision and width."""
+    decide = opinionated_decider(env.runtime, seed=1)
+    torch_cell, numpy_cell = decide.decision_cell(), decide.single_image_cell()
+    generator = torch.Generator().manual_seed(0)
+    for widths in ([4, 8, 16], [16, 32, 64]):
+        torch_state, numpy_state = torch_cell.initial_state(), numpy_cell.initial_state()
+        for index in range(env.runtime.num_decisions):
+            pooled = 3 * torch.rand(1, min(widths[index % 3], env.runtime.max_width), generator=generator)
+            with torch.inference_mode():
+                torch_q, torch_state = torch_cell.step(pooled, index, 0.2 + 0.1 * index, torch_state)
+            numpy_q, numpy_state = numpy_cell.step(pooled, index, 0.2 + 0.1 * index, numpy_state)
+            np.testing.assert_allclose(numpy_q, torch_q.numpy().ravel(), rtol=1e-5, atol=1e-4)
+            np.testing.assert_allclose(numpy_state, torch_state.numpy().ravel(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="explores"):
+        RecurrentDecider(decide.network, env.runtime.max_width, epsilon=0.1).single_image_cell()
+
+
 @pytest.mark.parametrize("action", [0, 3])
 def test_single_image_path_runs_constant_rules_without_a_network(env, action):
     runtime = env.runtime

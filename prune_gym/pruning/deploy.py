@@ -39,6 +39,8 @@ class DecisionCell(Protocol):
     stateless network); ``step(pooled, index, macs_fraction, state)`` takes the 1×w pooled features
     of the previous layer (``w`` its active channels), the decision index (0-based), the fraction
     of the full backbone's MACs used so far, and returns the 1×k action values and the new state.
+    The state is the cell's own business, and the action values may be a tensor or a numpy array
+    (only their ``argmax()`` is read): a decider's ``single_image_cell()`` may compute in numpy.
     """
 
     def initial_state(self) -> torch.Tensor: ...
@@ -65,7 +67,9 @@ class SingleImagePath:
         self.constant_action: int | None = getattr(decide, "constant_action", None)
         self.cell: DecisionCell | None = None
         if self.constant_action is None:
-            make_cell = getattr(decide, "decision_cell", None)
+            # A decider may offer a cell made for one image (the RNP-DQN's runs in numpy, where a
+            # decision at batch 1 costs a quarter of torch's dispatch); else its torch cell.
+            make_cell = getattr(decide, "single_image_cell", None) or getattr(decide, "decision_cell", None)
             if make_cell is None:
                 raise TypeError(f"{decide!r} has no decision_cell() method and no constant_action: the single-image "
                                 "path runs decisions in torch. Use RuntimePrunedNet for numpy decision functions.")
