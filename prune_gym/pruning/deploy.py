@@ -4,7 +4,8 @@
 tensor, observations as numpy arrays, decisions through a numpy ``decide(obs)``. For one image that
 bookkeeping costs more than the pruned convolutions save (measured on cnn4: 0.95 ms full vs
 1.38 ms under the trained default policy at 5.3× fewer MACs). :class:`SingleImagePath` runs the
-same computation entirely in torch for batch 1:
+same computation for batch 1 without that bookkeeping (the convolutions in torch, the RNP-DQN's
+decision network in numpy, see :class:`~prune_gym.agents.rnp_dqn.SingleImageDecisionCell`):
 
     pooled features → decision cell (encoder → GRU cell → decoder) → argmax → the pre-folded,
     pre-sliced conv for that (input width, output groups) pair → max-pool → ReLU → …
