@@ -209,6 +209,9 @@ def bench_rnp(
         "torch_threads": torch.get_num_threads(),
         # glibc's malloc settings shape batched CPU timings (see runtime.CONV_CHUNK_BYTES): recorded.
         "malloc_env": {name: value for name, value in sorted(os.environ.items()) if name.startswith("MALLOC_")},
+        # So is the CPU's vector extension: the batch-1 speed-up moved from 1.72× (AVX-512) to
+        # 1.12× (AVX2-only) for the same cnn4 figures (README, "Throughput and latency").
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "device": str(runtime.device),
         "native_steps_per_s": round(native_rate),
         "sync_steps_per_s": round(sync_rate),

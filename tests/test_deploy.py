@@ -174,3 +174,24 @@ def test_batched_linear_and_gru_cell_equal_torch_s_below_and_above_the_onednn_th
     x.requires_grad_(True)
     batched_linear(x, weight, bias).sum().backward()
     torch.testing.assert_close(x.grad, weight.sum(0).expand(rows, -1))
+
+
+def test_bench_reports_the_issue_s_keys_with_the_decision_network_charged(tmp_path):
+    """``prune-gym bench``'s JSON, end to end on tiny counts: the keys issue 10 names, the MACs ratio
+    with the decision network's MACs included, and the machine facts that move the timings."""
+    import json
+
+    from prune_gym.cli import main as cli_main
+
+    out = tmp_path / "bench.json"
+    cli_main(["bench", "RNP-Synthetic-v0", "--episodes", "1", "--num-envs", "4", "--latency-images", "2",
+              "--passes", "1", "--batch-size", "4", "--json", str(out),
+              "--env-kwargs", "pretrain_steps=2", "device=cpu"])
+    figures = json.loads(out.read_text())
+    for key in ("latency_full_ms", "latency_pruned_ms", "macs_ratio", "batched_throughput_full",
+                "batched_throughput_pruned", "native_steps_per_s", "targets_met", "cpu_capability", "malloc_env"):
+        assert key in figures, key
+    assert figures["decision_macs"] > 0 and figures["macs_pruned"] > figures["decision_macs"]
+    assert figures["macs_ratio"] == pytest.approx(figures["macs_full"] / figures["macs_pruned"], rel=1e-3)
+    assert figures["macs_ratio"] < figures["macs_ratio_backbone"]  # charging the decisions lowers it
+    assert figures["groups_mean"] == [1.0] * len(figures["groups_mean"])  # the default policy: narrowest
