@@ -292,11 +292,12 @@ class SingleImageDecisionCell:
 
     Why numpy: at batch 1 a decision is about a dozen products and gate operations on vectors of
     at most 384 entries, so per-operation dispatch is the cost. On an AVX2-only AMD EPYC (one
-    thread) torch's step took 104–125 µs per decision (``torch.gru_cell`` alone 49–68 µs) against
-    29 µs for these numpy operations (OpenBLAS matrix–vector products), which made the pruned
-    cnn4 path slower at batch 1 than the full one. Same Q-values as :meth:`RNPQNetwork.step` up to
-    float summation order (tested); the sigmoid is written as ½·tanh(x/2) + ½ (an identity that
-    cannot overflow)."""
+    thread) torch's step took 50–53 µs per decision against 29–31 µs for these numpy operations
+    (OpenBLAS matrix–vector products; best of 7 passes, ``benchmarks/single_image_decisions.py``),
+    and cnn4's pruned path at batch 1 went from 0.99× to 1.13× the full backbone's speed, cnn6's
+    from 1.29× to 1.56×. CPU only (the single-image path keeps the torch cell on a GPU). Same
+    Q-values as :meth:`RNPQNetwork.step` up to float summation order (tested); the sigmoid is
+    written as ½·tanh(x/2) + ½ (an identity that cannot overflow)."""
 
     def __init__(self, network: RNPQNetwork):
         def array(tensor: torch.Tensor) -> np.ndarray:

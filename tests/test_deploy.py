@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from prune_gym.agents.rnp_dqn import RecurrentDecider, q_network_for
+from prune_gym.agents.rnp_dqn import RecurrentDecider, SingleImageDecisionCell, q_network_for
 from prune_gym.data import normalize
 from prune_gym.pruning.deploy import SingleImagePath
 from prune_gym.pruning.runtime import uniform_decision
@@ -37,6 +37,7 @@ def test_single_image_path_equals_the_runtime_under_the_same_decision_network(en
     runtime = env.runtime
     decide = opinionated_decider(runtime)
     path = SingleImagePath(runtime, decide)
+    assert isinstance(path.cell, SingleImageDecisionCell)  # the numpy cell, on the CPU
     images, _ = env.dataset.split("test", env.settings.val_fraction)
     inputs = normalize(images[:48], env.dataset)
     chosen_all = []
@@ -51,7 +52,7 @@ def test_single_image_path_equals_the_runtime_under_the_same_decision_network(en
 
 
 def test_numpy_single_image_cell_equals_the_torch_cell_at_every_decision(env):
-    """The batch-1 path decides in numpy (a quarter of torch's dispatch at one image); its Q-values
+    """The batch-1 path decides in numpy on the CPU (less dispatch per operation); its Q-values
     and states must be the torch cell's up to float summation order, at every decision and width."""
     decide = opinionated_decider(env.runtime, seed=1)
     torch_cell, numpy_cell = decide.decision_cell(), decide.single_image_cell()

@@ -68,9 +68,10 @@ class SingleImagePath:
         self.constant_action: int | None = getattr(decide, "constant_action", None)
         self.cell: DecisionCell | None = None
         if self.constant_action is None:
-            # A decider may offer a cell made for one image (the RNP-DQN's runs in numpy, where a
-            # decision at batch 1 costs a quarter of torch's dispatch); else its torch cell.
-            make_cell = getattr(decide, "single_image_cell", None) or getattr(decide, "decision_cell", None)
+            # On the CPU a decider may offer a cell made for one image (the RNP-DQN's runs in numpy,
+            # where a decision at batch 1 took 29–31 µs against torch's 50–53); else its torch cell.
+            single = getattr(decide, "single_image_cell", None) if runtime.device.type == "cpu" else None
+            make_cell = single or getattr(decide, "decision_cell", None)
             if make_cell is None:
                 raise TypeError(f"{decide!r} has no decision_cell() method and no constant_action: the single-image "
                                 "path runs decisions in torch. Use RuntimePrunedNet for numpy decision functions.")
