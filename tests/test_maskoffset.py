@@ -16,7 +16,13 @@ from prune_gym.models.resnet_cifar import cifar_resnet, conv_bn_pairs
 from prune_gym.pruning.counting import count_macs
 from prune_gym.pruning.deploy import batch1_ms
 from prune_gym.pruning.importance import FILTER_CRITERIA, filter_scores
-from prune_gym.pruning.resnet_pruning import extract_resnet, masks_for_macs
+from prune_gym.pruning.resnet_pruning import (
+    extract_resnet,
+    fold_batchnorms,
+    inference_form,
+    masks_for_macs,
+    pad_channels,
+)
 
 ENV_ID = "MaskOffset-CIFAR10-v0"
 
@@ -168,3 +174,46 @@ def test_compare_runs_offset_policies_and_static_criteria_at_the_same_flops(fake
         assert final[criterion]["macs"] <= final["fixed-offset"]["macs"]
         assert final[criterion]["test_accuracy"] is not None
     assert (tmp_path / "pareto.png").is_file()
+
+
+def test_the_inference_form_gives_the_same_logits_with_folded_norms_and_padded_channels():
+    masked, images = pruned_masked_network()
+    network = masked.network
+    for _conv, norm in conv_bn_pairs(network):  # BatchNorm statistics far from the identity
+        norm.running_mean.uniform_(-0.5, 0.5)
+        norm.running_var.uniform_(0.5, 2.0)
+    pruned = extract_resnet(network, masked.applied_masks()).eval()
+    widths = [pruned.conv1.out_channels] + [c.out_channels for b in pruned.blocks for c in (b.conv1, b.conv2)]
+    assert any(width % 8 for width in widths)  # something to pad
+    with torch.no_grad():
+        for original in (network.eval(), pruned):
+            for round_to in (1, 8):
+                form = inference_form(original, round_to)
+                assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in form.modules())
+                torch.testing.assert_close(form(images), original(images), rtol=1e-4, atol=1e-4)
+        padded = inference_form(pruned, 8)
+        padded_widths = [padded.conv1.out_channels] + [c.out_channels for b in padded.blocks
+                                                        for c in (b.conv1, b.conv2)]
+        assert all(width % 8 == 0 for width in padded_widths)
+        assert all(p >= w for p, w in zip(padded_widths, widths))
+        assert count_macs(pruned, (3, 32, 32)) < count_macs(padded, (3, 32, 32)) <= count_macs(network, (3, 32, 32))
+
+
+def test_padding_needs_folded_norms_and_a_positive_multiple():
+    masked, _ = pruned_masked_network(iterations=1)
+    pruned = extract_resnet(masked.network, masked.applied_masks())
+    with pytest.raises(ValueError, match="fold_batchnorms"):
+        pad_channels(pruned, 8)
+    with pytest.raises(ValueError, match="multiple"):
+        pad_channels(fold_batchnorms(pruned), 0)
+
+
+def test_the_pruned_network_traces_for_any_batch_size():
+    # The shortcut once built its output from the input's batch size, which torch.jit.trace froze
+    # at the traced batch: a network traced at batch 1 failed at batch 8.
+    masked, images = pruned_masked_network()
+    pruned = inference_form(extract_resnet(masked.network, masked.applied_masks()))
+    assert any(block.shortcut is not None for block in pruned.blocks)
+    with torch.no_grad():
+        traced = torch.jit.trace(pruned, images[:1])
+        torch.testing.assert_close(traced(images), pruned(images))

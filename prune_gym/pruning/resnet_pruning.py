@@ -17,16 +17,24 @@ graph does not model; every residual stream of these networks runs through such 
 conv2, and the pruned network's forward pass failed with a shape mismatch at the linear layer.) The
 shortcut here keeps index lists instead: it scatters the kept channels of the previous stream to
 their padded positions and gathers the kept channels of the new stream (:class:`ChannelMapShortcut`).
+
+:func:`inference_form` is how to run either network fast on a CPU: BatchNorms folded into the
+convolutions, a pruned network's channel counts zero-padded up to multiples of 8 (exact: the
+padded channels carry zeros), channels last. The extracted widths are whatever the masks kept
+(11, 13, 15, ...), and oneDNN's channels-last kernels run such counts slower than the next
+multiple of 8, so without padding the pruned network was no faster than the unpruned one.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from prune_gym.models.resnet_cifar import CifarResNet, conv_groups
 from prune_gym.pruning.counting import count_macs
@@ -60,7 +68,12 @@ def _folded_norm(norm: nn.BatchNorm2d, outputs: torch.Tensor, mask: torch.Tensor
 class ChannelMapShortcut(nn.Module):
     """The zero-padding shortcut between pruned streams: output channel ``dst[i]`` is input
     channel ``src[i]`` (every ``stride``-th pixel) times ``scale[i]``; every other output channel is
-    zero. ``width`` is the output's channel count."""
+    zero. ``width`` is the output's channel count.
+
+    Runs as one gather and one multiply (every output channel reads some input channel, the ones
+    with no source are multiplied by zero): no shape taken from the input, so the module traces
+    for any batch size (``torch.jit.trace``), and no zero-filled tensor is written then scattered.
+    """
 
     def __init__(self, src: torch.Tensor, dst: torch.Tensor, scale: torch.Tensor, width: int, stride: int):
         super().__init__()
@@ -68,12 +81,25 @@ class ChannelMapShortcut(nn.Module):
         self.register_buffer("dst", dst)
         self.register_buffer("scale", scale.view(1, -1, 1, 1))
         self.width, self.stride = width, stride
+        self._gather_plan()
+
+    def _gather_plan(self) -> None:
+        gather = torch.zeros(self.width, dtype=torch.int64, device=self.src.device)
+        gather[self.dst] = self.src
+        scale = torch.zeros(self.width, dtype=self.scale.dtype, device=self.scale.device)
+        scale[self.dst] = self.scale.flatten()
+        self.register_buffer("gather", gather, persistent=False)
+        self.register_buffer("gather_scale", scale.view(1, -1, 1, 1), persistent=False)
+
+    def widened(self, width: int) -> ChannelMapShortcut:
+        """The same map into ``width ≥ self.width`` output channels (the extra ones zero)."""
+        if width < self.width:
+            raise ValueError(f"Cannot narrow a shortcut from {self.width} to {width} channels.")
+        return ChannelMapShortcut(self.src, self.dst, self.scale.flatten(), width, self.stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        picked = x[:, self.src, ::self.stride, ::self.stride] * self.scale
-        out = picked.new_zeros(x.shape[0], self.width, *picked.shape[2:])
-        out[:, self.dst] = picked
-        return out
+        picked = x[:, :, ::self.stride, ::self.stride]
+        return picked.index_select(1, self.gather) * self.gather_scale
 
 
 class PrunedBlock(nn.Module):
@@ -159,6 +185,96 @@ def _padded_map(previous: torch.Tensor, out: torch.Tensor, mask: torch.Tensor, i
     dst = torch.tensor([p[1] for p in pairs], dtype=torch.int64, device=device)
     scale = mask[torch.tensor([p[2] for p in pairs], dtype=torch.int64, device=device)].float()
     return ChannelMapShortcut(src, dst, scale, len(out), 2)
+
+
+# ----------------------------------------------------------------------------------------------
+# The inference form: BatchNorms folded, channel counts the CPU kernels run fast
+# ----------------------------------------------------------------------------------------------
+
+
+def _conv_norm_owners(network: CifarResNet | PrunedResNet) -> list[tuple[nn.Module, str, str]]:
+    """(module, conv attribute, BatchNorm attribute) of every convolution in forward order; the
+    same names in a :class:`CifarResNet` and a :class:`PrunedResNet`."""
+    owners: list[tuple[nn.Module, str, str]] = [(network, "conv1", "bn1")]
+    for block in network.blocks:
+        owners += [(block, "conv1", "bn1"), (block, "conv2", "bn2")]
+    return owners
+
+
+@torch.no_grad()
+def fold_batchnorms(network: CifarResNet | PrunedResNet) -> CifarResNet | PrunedResNet:
+    """A copy of ``network`` in evaluation mode with every BatchNorm folded into the convolution
+    before it (torch's ``fuse_conv_bn_eval``; the BatchNorms become ``nn.Identity``). Outputs
+    equal the original's in evaluation mode up to float rounding; a BatchNorm costs a pass over
+    the feature map at inference, 19 of them in ResNet-20."""
+    folded = copy.deepcopy(network).eval()
+    for owner, conv, norm in _conv_norm_owners(folded):
+        setattr(owner, conv, fuse_conv_bn_eval(getattr(owner, conv), getattr(owner, norm)))
+        setattr(owner, norm, nn.Identity())
+    return folded
+
+
+def _zero_padded_conv(conv: nn.Conv2d, in_channels: int, out_channels: int) -> nn.Conv2d:
+    padded = nn.Conv2d(in_channels, out_channels, conv.kernel_size, conv.stride, conv.padding, bias=True)
+    padded = padded.to(conv.weight.device, conv.weight.dtype)
+    padded.weight.zero_()
+    padded.bias.zero_()
+    padded.weight[:conv.out_channels, :conv.in_channels] = conv.weight
+    if conv.bias is not None:
+        padded.bias[:conv.out_channels] = conv.bias
+    return padded
+
+
+@torch.no_grad()
+def pad_channels(network: PrunedResNet, multiple: int) -> PrunedResNet:
+    """A copy of a BatchNorm-folded pruned network (:func:`fold_batchnorms`) whose every channel
+    count is rounded up to a multiple of ``multiple`` with zero channels: zero weights and bias,
+    so they carry zeros through every ReLU, residual addition and shortcut, and the logits equal
+    the unpadded network's. Why: oneDNN's channels-last convolutions are fastest on channel counts
+    that fill its vector blocks: on an AVX2 core a 15-channel 3×3 convolution at 32×32 took
+    259–297 µs at batch 1 and the 16-channel one 136–182 µs (``benchmarks/conv_widths.py``;
+    ``benchmarks/maskoffset_latency.py`` times whole networks). The padded network costs more
+    MACs; count them on the result.
+
+    Raises:
+        ValueError: ``multiple`` below 1, or BatchNorms not folded (a zero channel through a
+            BatchNorm would come out as its shift, not zero).
+    """
+    if multiple < 1:
+        raise ValueError(f"multiple must be ≥ 1, got {multiple}.")
+    if any(not isinstance(getattr(owner, norm), nn.Identity) for owner, _, norm in _conv_norm_owners(network)):
+        raise ValueError("pad_channels needs a BatchNorm-folded network: call fold_batchnorms first.")
+    padded = copy.deepcopy(network)
+    stream = _round_up(padded.conv1.out_channels, multiple)
+    padded.conv1 = _zero_padded_conv(padded.conv1, padded.conv1.in_channels, stream)
+    for block in padded.blocks:
+        hidden = _round_up(block.conv1.out_channels, multiple)
+        out = _round_up(block.conv2.out_channels, multiple)
+        block.conv1 = _zero_padded_conv(block.conv1, stream, hidden)
+        block.conv2 = _zero_padded_conv(block.conv2, hidden, out)
+        if block.shortcut is not None:
+            block.shortcut = block.shortcut.widened(out)
+        stream = out
+    linear = nn.Linear(stream, padded.linear.out_features).to(padded.linear.weight.device)
+    linear.weight.zero_()
+    linear.weight[:, :padded.linear.in_features] = padded.linear.weight
+    linear.bias.copy_(padded.linear.bias)
+    padded.linear = linear
+    return padded.eval()
+
+
+def _round_up(count: int, multiple: int) -> int:
+    return -(-count // multiple) * multiple
+
+
+def inference_form(network: CifarResNet | PrunedResNet, round_to: int = 8) -> CifarResNet | PrunedResNet:
+    """How to run a ResNet of this module for speed on a CPU: BatchNorms folded, a pruned
+    network's channel counts zero-padded to multiples of ``round_to`` (1: not padded), channels
+    last, evaluation mode. Same logits as ``network.eval()`` up to float rounding (tested)."""
+    form = fold_batchnorms(network)
+    if isinstance(form, PrunedResNet) and round_to > 1:
+        form = pad_channels(form, round_to)
+    return form.to(memory_format=torch.channels_last)
 
 
 # ----------------------------------------------------------------------------------------------
