@@ -20,8 +20,10 @@ from prune_gym.pruning.resnet_pruning import (
     extract_resnet,
     fold_batchnorms,
     inference_form,
+    kept_per_convolution,
     masks_for_macs,
     pad_channels,
+    rounded_count,
 )
 
 ENV_ID = "MaskOffset-CIFAR10-v0"
@@ -208,6 +210,7 @@ def test_padding_needs_folded_norms_and_a_positive_multiple():
         pad_channels(fold_batchnorms(pruned), 0)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace")  # deprecated in torch 2.14, still what deployments use
 def test_the_pruned_network_traces_for_any_batch_size():
     # The shortcut once built its output from the input's batch size, which torch.jit.trace froze
     # at the traced batch: a network traced at batch 1 failed at batch 8.
@@ -217,3 +220,60 @@ def test_the_pruned_network_traces_for_any_batch_size():
     with torch.no_grad():
         traced = torch.jit.trace(pruned, images[:1])
         torch.testing.assert_close(traced(images), pruned(images))
+
+
+@pytest.mark.parametrize("count, width, multiple, expected", [
+    (11, 16, 8, 8), (12, 16, 8, 16), (15, 16, 8, 16), (1, 16, 8, 8), (53, 64, 8, 56), (47, 64, 8, 48),
+    (5, 6, 8, 6), (13, 16, 1, 13),
+])
+def test_channel_counts_round_to_the_nearest_multiple_within_the_layer(count, width, multiple, expected):
+    assert rounded_count(count, width, multiple) == expected
+
+
+def test_rounded_extraction_keeps_multiples_and_adds_channels_that_output_zero():
+    masked, images = pruned_masked_network()
+    network, masks = masked.network, masked.applied_masks()
+    kept = kept_per_convolution(network, masks, 8)
+    assert all(len(channels) % 8 == 0 for channels in kept)
+    exact = kept_per_convolution(network, masks, 1)
+    assert any(len(a) > len(b) for a, b in zip(kept, exact)) and any(len(a) < len(b) for a, b in zip(kept, exact))
+    for members in masked.members.values():  # tied convolutions keep one set of channels
+        assert all(torch.equal(kept[index], kept[members[0]]) for index in members)
+    rounded = extract_resnet(network, masks, round_to=8)
+    # The same network with the channels rounding dropped zeroed: the channels rounding added
+    # have zero masks, so the two give the same logits.
+    restricted = []
+    for mask, channels in zip(masks, kept):
+        keep = torch.zeros_like(mask)
+        keep[channels] = 1.0
+        restricted.append(mask * keep)
+    with torch.no_grad():
+        torch.testing.assert_close(rounded(images), extract_resnet(network, restricted)(images), rtol=1e-4, atol=1e-5)
+    widths = [rounded.conv1.out_channels] + [c.out_channels for b in rounded.blocks for c in (b.conv1, b.conv2)]
+    assert widths == [len(channels) for channels in kept]
+
+
+def test_static_criteria_round_their_counts_and_fill_the_budget():
+    # The uniform keep fraction alone stopped at 0.45 of the MACs for a 0.72 budget (a 16-channel
+    # group keeps 8 or 16): MaskOffset's rounded run then met static criteria at far fewer FLOPs.
+    torch.manual_seed(0)
+    network = cifar_resnet("resnet20").eval()
+    full = count_macs(network, (3, 32, 32))
+    scores = [norm.weight.detach().abs() + torch.rand(len(norm.weight)) for _, norm in conv_bn_pairs(network)]
+    masks, macs = masks_for_macs(network, scores, 0.72 * full, (3, 32, 32), round_to=8)
+    assert all(int(mask.sum()) % 8 == 0 for mask in masks)
+    assert 0.68 * full < macs <= 0.72 * full and macs == count_macs(extract_resnet(network, masks, 8), (3, 32, 32))
+
+
+def test_the_env_counts_and_extracts_the_rounded_network(fake_data_dir):
+    env = make(fake_data_dir, round_to=8, interacting_step=1.0).unwrapped
+    env.reset(seed=0)
+    done = False
+    while not done:
+        _, _, terminated, truncated, info = env.step(np.ones(1, np.float32))
+        done = terminated or truncated
+    pruned = env.pruned_model()
+    assert all(c.out_channels % 8 == 0 for b in pruned.blocks for c in (b.conv1, b.conv2))
+    assert info["macs"] == count_macs(pruned, (3, 32, 32)) < info["macs_full"]
+    with pytest.raises(ValueError, match="round_to"):
+        make(fake_data_dir, round_to=0)

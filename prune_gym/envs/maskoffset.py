@@ -69,6 +69,7 @@ class MaskOffsetSettings:
     tie_fraction: float = DEFAULT_TIE_FRACTION
     finetune_iterations: int = 160
     finetune_lr: float = 0.01
+    round_to: int = 1
     val_images: int = 500
     train_subset: int | None = None
     augment: bool = True
@@ -94,7 +95,7 @@ class MaskOffsetSettings:
         check_choice("weights", self.weights, WEIGHTS_MODES)
         check_choice("pretrain_precision", self.pretrain_precision, PRECISIONS)
         for name in ("max_iter", "iterations_per_step", "batch_size", "finetune_iterations", "val_images",
-                     "pretrain_steps", "pretrain_batch_size"):
+                     "pretrain_steps", "pretrain_batch_size", "round_to"):
             set_integer(self, name, minimum=1)
         set_integer(self, "train_subset", minimum=1, optional=True)
         set_integer(self, "backbone_seed", minimum=0)
@@ -194,6 +195,11 @@ class MaskOffsetEnv(PruningEnv):
       (SGD, momentum 0.9, cosine decay). These cheap defaults keep an episode of ResNet-20 within
       minutes on 2 CPU cores. :data:`THESIS_BUDGET` holds the thesis's budget (4,000 iterations of
       batch 128, lr 1e-3, a long fine-tune) for a GPU.
+    - ``round_to`` (1): the extracted network keeps each channel count rounded to the nearest
+      multiple of ``round_to`` (:func:`~prune_gym.pruning.resnet_pruning.kept_per_convolution`),
+      and the static criteria prune to such counts: 8 gives counts that oneDNN's CPU kernels run
+      fast, so the FLOP cut shows as speed. Every MAC and parameter figure (per step and final)
+      counts the rounded network. 1 is the thesis's extraction.
     - ``val_images``: size of the fixed validation subset scored every step; ``train_subset``;
       ``augment`` (flips and shifts).
     - ``flops_weight``, ``target_flops`` (None or a fraction 0–1 of FLOPs to keep),
@@ -334,7 +340,7 @@ class MaskOffsetEnv(PruningEnv):
         done = self.model.iteration >= settings.max_iter
         if done:
             self.model.freeze()
-            self.pruned = extract_resnet(self.model.network, self.model.applied_masks())
+            self.pruned = extract_resnet(self.model.network, self.model.applied_masks(), settings.round_to)
             self._last = self.finetune(self.pruned)
             self._costs = model_costs(self.pruned, self.data.dataset.image_shape)
             self._test = self.test_metrics(self.pruned)
@@ -348,7 +354,7 @@ class MaskOffsetEnv(PruningEnv):
 
     def _masked_costs(self) -> dict[str, int]:
         assert isinstance(self.model, MaskedResNet)
-        return model_costs(extract_resnet(self.model.network, self.model.applied_masks()),
+        return model_costs(extract_resnet(self.model.network, self.model.applied_masks(), self.settings.round_to),
                            self.data.dataset.image_shape)
 
     def test_metrics(self, model: nn.Module) -> dict[str, float]:
@@ -377,8 +383,9 @@ class MaskOffsetEnv(PruningEnv):
 
         scores = filter_scores(criterion, conv_bn_pairs(network), forward_loss, generator)
         network.zero_grad(set_to_none=True)
-        masks, _ = masks_for_macs(network, scores, target_macs, data.dataset.image_shape)
-        self.model = self.pruned = extract_resnet(network, masks).to(memory_format=torch.channels_last)
+        round_to = self.settings.round_to
+        masks, _ = masks_for_macs(network, scores, target_macs, data.dataset.image_shape, round_to)
+        self.model = self.pruned = extract_resnet(network, masks, round_to).to(memory_format=torch.channels_last)
         self._last = self.finetune(self.pruned)
         self._costs = model_costs(self.pruned, data.dataset.image_shape)
         self._test = self.test_metrics(self.pruned)
