@@ -43,7 +43,13 @@ from typing import Any
 
 import numpy as np
 
-from prune_gym.baselines.registry import get_policy, policies_for, report_for, runner_for
+from prune_gym.baselines.registry import (
+    get_policy,
+    policies_for,
+    report_for,
+    runner_for,
+    stored_rows_reader_for,
+)
 from prune_gym.policies import ScriptedPolicy, make_env, play_episode
 from prune_gym.progress import track_progress
 from prune_gym.ray_support import map_tasks, require_ray
@@ -144,6 +150,9 @@ def compare(
     else:
         rows = earlier_rows(out, settings, {(policy.name, seed) for policy, seed in runs}, overwrite)
     order = list(dict.fromkeys([*(row["policy"] for row in rows), *(policy.name for policy in selected)]))
+    reader = stored_rows_reader_for(env_id)
+    if rows and reader is not None:
+        reader(rows, env_id, dict(env_kwargs or {}), eval_data)
     out.mkdir(parents=True, exist_ok=True)
     write_settings(out, settings)
     progress = track_progress(runs, f"compare {env_id}", unit="run", leave=True)

@@ -23,7 +23,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from prune_gym.baselines.registry import register_policy, register_runner
+from prune_gym.baselines.registry import register_policy, register_runner, register_stored_rows_reader
 from prune_gym.envs.maskoffset import HOLD, LOWER, RAISE
 from prune_gym.policies import Policy, ScriptedPolicy, make_env, play_episode
 from prune_gym.pruning.importance import FILTER_CRITERIA
@@ -78,6 +78,23 @@ _FIXED_OFFSET_RUNS: dict[str, list[dict[str, Any]]] = {}
 
 def _key(env_id: str, env_kwargs: dict[str, Any], eval_data: str | None, seed: int) -> str:
     return json.dumps([env_id, env_kwargs, eval_data, seed], sort_keys=True, default=str)
+
+
+@register_stored_rows_reader("MaskOffset")
+def remember_stored_fixed_offset_runs(rows: list[dict[str, Any]], env_id: str, env_kwargs: dict[str, Any],
+                                      eval_data: str | None) -> None:
+    """Take the ``fixed-offset`` runs an earlier comparison stored (same env and kwargs: compare
+    checks that), so a ``--resume`` that still has static criteria to run reads their FLOPs
+    target instead of playing the 8-minute episode again."""
+    runs: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["policy"] == "fixed-offset":
+            runs.setdefault(int(row["seed"]), []).append(row)
+    for seed, run_rows in runs.items():
+        finals = [row for row in run_rows if row["final"]]
+        if finals:  # the runner reads the last row: the final one
+            _FIXED_OFFSET_RUNS.setdefault(_key(env_id, env_kwargs, eval_data, seed),
+                                          [*(row for row in run_rows if not row["final"]), finals[-1]])
 
 
 @register_runner("MaskOffset")

@@ -9,8 +9,11 @@ without the caller importing anything first.
 A family may also register a *runner* with :func:`register_runner`: the function that evaluates
 one policy for one seed and returns result rows for ``prune-gym compare`` (see
 :mod:`prune_gym.baselines.compare` for the row format and the default runner, which plays one episode),
-and a *report* with :func:`register_report`: a function that writes the family's own figures or
-tables from those rows next to compare's outputs (e.g. LayerPrune's α/γ per layer over training).
+a *report* with :func:`register_report`: a function that writes the family's own figures or
+tables from those rows next to compare's outputs (e.g. LayerPrune's α/γ per layer over training),
+and a *stored-rows reader* with :func:`register_stored_rows_reader`: a function that learns from the
+rows an earlier comparison left in the output directory what its runner would otherwise compute
+again (MaskOffset's static criteria need the ``fixed-offset`` run's FLOPs).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from prune_gym.registry import FAMILIES, family_of
 Runner = Callable[[str, ScriptedPolicy, int, dict[str, Any], "str | None"], list[dict[str, Any]]]
 # report(rows, out_dir, env_id) writes a family's extra outputs into out_dir, see prune_gym.baselines.compare.
 Report = Callable[[list[dict[str, Any]], Path, str], None]
+# reader(rows, env_id, env_kwargs, eval_data) takes in the rows an earlier comparison stored.
+StoredRowsReader = Callable[[list[dict[str, Any]], str, dict[str, Any], "str | None"], None]
 
 # family → the module whose import registers that family's policies.
 FAMILY_MODULES: dict[str, str] = {family: f"prune_gym.baselines.{family.lower()}" for family in FAMILIES}
@@ -35,6 +40,7 @@ FAMILY_MODULES: dict[str, str] = {family: f"prune_gym.baselines.{family.lower()}
 _POLICIES: dict[str, dict[str, ScriptedPolicy]] = {}
 _RUNNERS: dict[str, Runner] = {}
 _REPORTS: dict[str, Report] = {}
+_STORED_ROWS_READERS: dict[str, StoredRowsReader] = {}
 
 
 def register_policy(family: str, name: str, description: str) -> Callable[[PolicyFactory], PolicyFactory]:
@@ -88,6 +94,21 @@ def report_for(env_id: str) -> Report | None:
     family = family_of(env_id)
     _load_family(family)
     return _REPORTS.get(family)
+
+
+def register_stored_rows_reader(family: str) -> Callable[[StoredRowsReader], StoredRowsReader]:
+    """Decorator: ``reader(rows, env_id, env_kwargs, eval_data)`` is given the rows ``prune-gym
+    compare`` found in its output directory (``--resume``, or runs kept beside new ones) before
+    it plays the others, so ``family``'s runner can reuse what they hold instead of replaying it."""
+
+    return lambda reader: _register_once(_STORED_ROWS_READERS, family, reader, "stored-rows reader")
+
+
+def stored_rows_reader_for(env_id: str) -> StoredRowsReader | None:
+    """The stored-rows reader ``env_id``'s family registered, or None."""
+    family = family_of(env_id)
+    _load_family(family)
+    return _STORED_ROWS_READERS.get(family)
 
 
 def _load_family(family: str) -> dict[str, ScriptedPolicy]:

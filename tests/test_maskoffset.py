@@ -178,6 +178,27 @@ def test_compare_runs_offset_policies_and_static_criteria_at_the_same_flops(fake
     assert (tmp_path / "pareto.png").is_file()
 
 
+def test_resuming_a_comparison_reads_the_stored_fixed_offset_run_instead_of_replaying_it(
+        fake_data_dir, tmp_path, monkeypatch):
+    # A --resume with static criteria left to run played the whole fixed-offset episode again to
+    # learn its FLOPs (8 minutes at the default budget), although its rows were in results.csv.
+    from prune_gym.baselines import maskoffset as runner_module
+    from prune_gym.baselines.compare import read_csv
+
+    kwargs = [f"{key}={value}" for key, value in cheap_kwargs(ENV_ID, fake_data_dir).items()]
+    main(["compare", ENV_ID, "--policies", "fixed-offset", "--out", str(tmp_path), "--env-kwargs", *kwargs])
+    monkeypatch.setattr(runner_module, "_FIXED_OFFSET_RUNS", {})  # a new process after a kill
+
+    def no_episode(*args, **kwargs):
+        raise AssertionError("the fixed-offset episode was played again")
+
+    monkeypatch.setattr(runner_module, "play_episode", no_episode)
+    main(["compare", ENV_ID, "--policies", "fixed-offset,l1", "--resume", "--out", str(tmp_path),
+          "--env-kwargs", *kwargs])
+    final = {row["policy"]: row for row in read_csv(tmp_path / "results.csv") if row["final"]}
+    assert set(final) == {"fixed-offset", "l1"} and final["l1"]["macs"] <= final["fixed-offset"]["macs"]
+
+
 def test_the_inference_form_gives_the_same_logits_with_folded_norms_and_padded_channels():
     masked, images = pruned_masked_network()
     network = masked.network
