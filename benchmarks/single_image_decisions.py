@@ -20,12 +20,12 @@ the machine moves them (compare the ratios of one run).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
 import gymnasium as gym
 import torch
+from summary_line import print_summary
 
 import prune_gym  # noqa: F401  (registers the ids)
 from prune_gym.agents.rnp_dqn import narrowest_width_decider
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--env-id", default="RNP-CIFAR10-v0")
     parser.add_argument("--passes", type=int, default=7)
     parser.add_argument("--images", type=int, default=100)
-    parser.add_argument("--json", help="append the figures as one JSON line to this file")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also append the summary line to FILE")
     args = parser.parse_args()
     torch.set_num_threads(1)  # batch 1: what prune-gym bench uses for its latency figures
     env = gym.make(args.env_id, device="cpu").unwrapped
@@ -88,9 +88,7 @@ def main() -> None:
         print(f"one decision step, {name} cell: {value:7.1f} µs (best of {args.passes} passes)")
     for name, value in figures["batch1_ms"].items():
         print(f"batch 1, {name:20s}: {value:.3f} ms per image ({figures['speedup_over_full'][name]:.2f}× the full)")
-    if args.json:
-        with open(args.json, "a") as handle:
-            handle.write(json.dumps(figures) + "\n")
+    print_summary(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -144,6 +144,16 @@ def rounded_count(count: int, width: int, multiple: int) -> int:
     return min(width, max(multiple, multiple * math.floor(count / multiple + 0.5)))
 
 
+def group_members(network: CifarResNet) -> dict[tuple[str, int], list[int]]:
+    """The convolutions (forward-order indices) that must keep the same channels, per group:
+    ``("stage", s)`` for the convolutions tied by stage ``s``'s residual additions
+    (:func:`conv_groups`), ``("free", i)`` for a block's first convolution ``i`` alone."""
+    members: dict[tuple[str, int], list[int]] = {}
+    for index, group in enumerate(conv_groups(network)):
+        members.setdefault(("free", index) if group is None else ("stage", group), []).append(index)
+    return members
+
+
 def kept_per_convolution(network: CifarResNet, masks: Sequence[torch.Tensor], round_to: int = 1) -> list[torch.Tensor]:
     """Per convolution (forward order) the indices of the output channels kept. ``round_to`` 1:
     the channels whose mask is above zero (:func:`kept_channels`). Above 1: per group of tied
@@ -156,12 +166,9 @@ def kept_per_convolution(network: CifarResNet, masks: Sequence[torch.Tensor], ro
         raise ValueError(f"round_to must be ≥ 1, got {round_to}.")
     if round_to == 1:
         return [kept_channels(mask) for mask in masks]
-    members: dict[object, list[int]] = {}
-    for index, group in enumerate(conv_groups(network)):
-        members.setdefault(("free", index) if group is None else ("stage", group), []).append(index)
     norms = [norm for _, norm in conv_bn_pairs(network)]
     kept: list[torch.Tensor] = [torch.empty(0)] * len(masks)
-    for indices in members.values():
+    for indices in group_members(network).values():
         value = sum(masks[index].detach().double().cpu() for index in indices)
         slimming = sum(norms[index].weight.detach().abs().double().cpu() for index in indices)
         width = len(value)
@@ -324,30 +331,23 @@ def inference_form(network: CifarResNet | PrunedResNet, round_to: int = 8) -> Ci
 # ----------------------------------------------------------------------------------------------
 
 
-def _group_key(index: int, group: int | None) -> tuple[str, int]:
-    return ("free", index) if group is None else ("stage", group)
-
-
 def _group_scores(network: CifarResNet, scores: Sequence[torch.Tensor]) -> dict[tuple[str, int], torch.Tensor]:
-    """Per group of :func:`conv_groups` (tied convolutions, or a block's first convolution
-    alone) the sum of its convolutions' channel scores, in forward order."""
-    combined: dict[tuple[str, int], torch.Tensor] = {}
-    for index, (group, score) in enumerate(zip(conv_groups(network), scores)):
-        key = _group_key(index, group)
-        combined[key] = combined.get(key, 0) + score.double().cpu()
-    return combined
+    """Per group of :func:`group_members` the sum of its convolutions' channel scores, in forward order."""
+    return {key: sum(scores[index].double().cpu() for index in indices)
+            for key, indices in group_members(network).items()}
 
 
 def _masks_from_counts(network: CifarResNet, combined: dict[tuple[str, int], torch.Tensor],
                        counts: dict[tuple[str, int], int]) -> list[torch.Tensor]:
     """Binary masks keeping each group's ``counts[key]`` highest-scoring channels."""
-    kept: dict[tuple[str, int], torch.Tensor] = {}
-    for key, score in combined.items():
-        mask = torch.zeros(len(score))
-        mask[torch.topk(score, counts[key]).indices] = 1.0
-        kept[key] = mask
     device = network.conv1.weight.device
-    return [kept[_group_key(index, group)].to(device) for index, group in enumerate(conv_groups(network))]
+    masks: list[torch.Tensor] = [torch.empty(0)] * len(conv_groups(network))
+    for key, indices in group_members(network).items():
+        mask = torch.zeros(len(combined[key]))
+        mask[torch.topk(combined[key], counts[key]).indices] = 1.0
+        for index in indices:
+            masks[index] = mask.to(device)
+    return masks
 
 
 def static_masks(network: CifarResNet, scores: Sequence[torch.Tensor], keep_fraction: float,
@@ -397,11 +397,8 @@ def _fill_to_budget(network: CifarResNet, combined: dict[tuple[str, int], torch.
                     macs_of: Callable[[list[torch.Tensor]], int], step: int) -> tuple[list[torch.Tensor], int]:
     """Raise group counts by ``step`` channels, the group with the smallest fraction kept first
     (ties in forward order), while the MACs stay ≤ ``target_macs``."""
-    groups = conv_groups(network)
-    first_member = {}
-    for index, group in enumerate(groups):
-        first_member.setdefault(_group_key(index, group), index)
-    counts = {key: int(start[0][first_member[key]].sum()) for key in combined}
+    members = group_members(network)
+    counts = {key: int(start[0][members[key][0]].sum()) for key in combined}
     best = start
     while True:
         order = sorted((counts[key] / len(score), position, key)
