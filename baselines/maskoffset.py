@@ -13,6 +13,11 @@ by the criterion, residual-tied channels grouped, to the **FLOPs of the ``fixed-
 the same seed** (run first, in this process, when not already done), then fine-tuned with the
 env's fine-tuning budget (:meth:`~prune_gym.envs.maskoffset.MaskOffsetEnv.prune_statically`).
 The family's runner writes two rows for them: the reset state and the final pruned network.
+
+Control: ``finetune-only`` — the pretrained network, not pruned, fine-tuned with the same budget
+(:meth:`~prune_gym.envs.maskoffset.MaskOffsetEnv.finetune_unpruned`): what a long fine-tune alone
+gives the ~50-epoch backbone, so a pruned row is read against it as well as against the pretrained
+network. Two rows, as for the static criteria.
 """
 
 from __future__ import annotations
@@ -71,6 +76,14 @@ for _criterion in FILTER_CRITERIA:
     register_policy("MaskOffset", _criterion, f"static {_criterion} pruning to the fixed-offset run's FLOPs, "
                     "then the same fine-tuning")(_make_static(_criterion))
 
+FINETUNE_ONLY = "finetune-only"
+
+
+@register_policy("MaskOffset", FINETUNE_ONLY, "control: the unpruned network fine-tuned with the same budget")
+def make_finetune_only(env: gym.Env) -> Policy:
+    raise TypeError(f"{FINETUNE_ONLY} is a control without actions, run by the MaskOffset runner of prune-gym compare.")
+
+
 # (env id, env kwargs, eval data, seed) → the fixed-offset run's rows, so the static criteria of a
 # seed prune to its FLOPs without running it again.
 _FIXED_OFFSET_RUNS: dict[str, list[dict[str, Any]]] = {}
@@ -104,18 +117,21 @@ def run_maskoffset(env_id: str, policy: ScriptedPolicy, seed: int, env_kwargs: d
     key = _key(env_id, env_kwargs, eval_data, seed)
     env = make_env(env_id, env_kwargs, eval_data)
     try:
-        if policy.name not in FILTER_CRITERIA:
+        if policy.name == FINETUNE_ONLY:
+            result = env.unwrapped.finetune_unpruned(seed=seed)
+        elif policy.name not in FILTER_CRITERIA:
             rows = play_episode(env, policy, seed)
             rows = [*rows, {**rows[-1], "final": True}]
             if policy.name == "fixed-offset":
                 _FIXED_OFFSET_RUNS[key] = rows
             return rows
-        if key not in _FIXED_OFFSET_RUNS:
-            from prune_gym.baselines.registry import get_policy
+        else:
+            if key not in _FIXED_OFFSET_RUNS:
+                from prune_gym.baselines.registry import get_policy
 
-            run_maskoffset(env_id, get_policy(env_id, "fixed-offset"), seed, env_kwargs, eval_data)
-        target_macs = _FIXED_OFFSET_RUNS[key][-1]["macs"]
-        result = env.unwrapped.prune_statically(policy.name, target_macs, seed=seed)
+                run_maskoffset(env_id, get_policy(env_id, "fixed-offset"), seed, env_kwargs, eval_data)
+            target_macs = _FIXED_OFFSET_RUNS[key][-1]["macs"]
+            result = env.unwrapped.prune_statically(policy.name, target_macs, seed=seed)
     finally:
         env.close()
     return [result_row(policy.name, seed, result["reset"], cycle=0),

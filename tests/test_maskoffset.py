@@ -199,6 +199,32 @@ def test_resuming_a_comparison_reads_the_stored_fixed_offset_run_instead_of_repl
     assert set(final) == {"fixed-offset", "l1"} and final["l1"]["macs"] <= final["fixed-offset"]["macs"]
 
 
+def test_the_finetune_only_control_fine_tunes_the_unpruned_network_without_an_episode(
+        fake_data_dir, tmp_path, monkeypatch):
+    from prune_gym.baselines import maskoffset as runner_module
+    from prune_gym.baselines.compare import read_csv
+
+    def no_episode(*args, **kwargs):
+        raise AssertionError("the control played a pruning episode")
+
+    monkeypatch.setattr(runner_module, "play_episode", no_episode)
+    kwargs = [f"{key}={value}" for key, value in cheap_kwargs(ENV_ID, fake_data_dir).items()]
+    main(["compare", ENV_ID, "--policies", "finetune-only", "--out", str(tmp_path), "--env-kwargs", *kwargs])
+    rows = read_csv(tmp_path / "results.csv")
+    final = next(row for row in rows if row["final"])
+    assert final["policy"] == "finetune-only"
+    assert (final["macs"], final["params"]) == (final["macs_full"], final["params_full"])
+    assert final["test_accuracy"] is not None
+
+    env = make(fake_data_dir).unwrapped
+    result = env.finetune_unpruned(seed=0)
+    assert result["final"]["criterion"] == "none"
+    before = dict(env.original.named_parameters())
+    changed = [name for name, weight in env.pruned.named_parameters() if not torch.equal(weight, before[name])]
+    assert changed, "the fine-tune left every weight as it was"
+    assert env.pruned is not env.original
+
+
 def test_the_inference_form_gives_the_same_logits_with_folded_norms_and_padded_channels():
     masked, images = pruned_masked_network()
     network = masked.network

@@ -385,13 +385,32 @@ class MaskOffsetEnv(PruningEnv):
         network.zero_grad(set_to_none=True)
         round_to = self.settings.round_to
         masks, _ = masks_for_macs(network, scores, target_macs, data.dataset.image_shape, round_to)
-        self.model = self.pruned = extract_resnet(network, masks, round_to).to(memory_format=torch.channels_last)
+        pruned = extract_resnet(network, masks, round_to)
+        return {"reset": start, "final": {**self._finetune_and_score(pruned), "criterion": criterion}}
+
+    def finetune_unpruned(self, seed: int | None = None) -> dict[str, Any]:
+        """The control of every pruned row: the pretrained network, **not** pruned, fine-tuned with
+        this env's budget and scored. Why: the pretrained network is not trained to convergence
+        (~50 epochs), so a long fine-tune can raise a pruned network's accuracy for reasons that
+        have nothing to do with pruning; this row says how much the fine-tune alone gives.
+
+        Starts an episode (``reset(seed)``) for the seeded training order, as
+        :meth:`prune_statically` does; returns the reset ``info`` and the final one.
+        """
+        _, start = self.reset(seed=seed)
+        network = copy.deepcopy(self.original).to(self.device)
+        return {"reset": start, "final": {**self._finetune_and_score(network), "criterion": "none"}}
+
+    def _finetune_and_score(self, network: nn.Module) -> dict[str, Any]:
+        """Make ``network`` the episode's final network: fine-tune it with this env's budget, count
+        and score it; the final ``info`` (the contract's accounting) with the pretrained accuracy."""
+        data = self.data
+        self.model = self.pruned = network.to(memory_format=torch.channels_last)
         self._last = self.finetune(self.pruned)
         self._costs = model_costs(self.pruned, data.dataset.image_shape)
         self._test = self.test_metrics(self.pruned)
         self._cycle, self._running = 1, False
-        return {"reset": start, "final": {**self.accounting().as_info(), "criterion": criterion,
-                                          "test_accuracy_original": self._test_original["accuracy"]}}
+        return {**self.accounting().as_info(), "test_accuracy_original": self._test_original["accuracy"]}
 
     # -- observation, info and accessors ----------------------------------------------------------
 
