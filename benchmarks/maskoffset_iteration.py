@@ -50,6 +50,39 @@ def seconds_per_iteration(model, images, labels, precision: str, iterations: int
     return best
 
 
+def grouped_conv_ms(batch_size: int, channels: int, size: int, as_two_depthwise: bool, repeats: int) -> float:
+    """Forward + backward of a pruning-model's 3×3 convolution (``channels`` → ``channels``, two per
+    group) in channels-last, in ms; ``as_two_depthwise`` computes the same output as two depthwise
+    convolutions (one on the channels, one on their group partners: the tried alternative)."""
+    import torch
+    import torch.nn.functional as F
+
+    images = torch.randn(batch_size, channels, size, size).contiguous(memory_format=torch.channels_last)
+    images.requires_grad_(True)
+    weight = torch.randn(channels, 2, 3, 3, requires_grad=True)
+    index = torch.arange(channels)
+    partner = index ^ 1  # the other channel of the same group
+
+    def run() -> None:
+        if as_two_depthwise:
+            output = (F.conv2d(images, weight[index, index % 2].unsqueeze(1), padding=1, groups=channels)
+                      + F.conv2d(images[:, partner], weight[index, partner % 2].unsqueeze(1), padding=1,
+                                 groups=channels))
+        else:
+            output = F.conv2d(images, weight, padding=1, groups=channels // 2)
+        output.sum().backward()
+
+    for _ in range(2):
+        run()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(5):
+            run()
+        best = min(best, (time.perf_counter() - started) / 5)
+    return 1000 * best
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -84,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
         inputs = torch.randn(args.batch_size, width, size, size).contiguous(memory_format=last)
         figures[f"pruning_model_{width}ch_s"] = seconds_per_iteration(model, inputs, labels, "fp32",
                                                                       args.iterations, args.repeats)
+    for kind, two_depthwise in (("grouped", False), ("two_depthwise", True)):
+        figures[f"conv128_16x16_{kind}_ms"] = grouped_conv_ms(args.batch_size, 128, 16, two_depthwise, args.repeats)
     figures = {key: round(value, 4) for key, value in figures.items()}
     ratios = {f"pruning_over_finetune_{p}": round(figures[f"pruning_s_{p}"] / figures[f"finetune_s_{p}"], 2)
               for p in ("fp32", "bf16")}
