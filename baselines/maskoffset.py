@@ -28,7 +28,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from prune_gym.baselines.registry import register_policy, register_runner, register_stored_rows_reader
+from prune_gym.baselines.registry import get_policy, register_policy, register_runner, register_stored_rows_reader
 from prune_gym.envs.maskoffset import HOLD, LOWER, RAISE
 from prune_gym.policies import Policy, ScriptedPolicy, make_env, play_episode
 from prune_gym.pruning.importance import FILTER_CRITERIA
@@ -113,25 +113,24 @@ def remember_stored_fixed_offset_runs(rows: list[dict[str, Any]], env_id: str, e
 @register_runner("MaskOffset")
 def run_maskoffset(env_id: str, policy: ScriptedPolicy, seed: int, env_kwargs: dict[str, Any],
                    eval_data: str | None) -> list[dict[str, Any]]:
-    """One run: an offset policy's episode, or a static criterion at the fixed-offset run's FLOPs."""
+    """One run: an offset policy's episode, a static criterion at the fixed-offset run's FLOPs, or
+    the ``finetune-only`` control."""
     key = _key(env_id, env_kwargs, eval_data, seed)
     env = make_env(env_id, env_kwargs, eval_data)
     try:
         if policy.name == FINETUNE_ONLY:
             result = env.unwrapped.finetune_unpruned(seed=seed)
-        elif policy.name not in FILTER_CRITERIA:
+        elif policy.name in FILTER_CRITERIA:
+            if key not in _FIXED_OFFSET_RUNS:
+                run_maskoffset(env_id, get_policy(env_id, "fixed-offset"), seed, env_kwargs, eval_data)
+            target_macs = _FIXED_OFFSET_RUNS[key][-1]["macs"]
+            result = env.unwrapped.prune_statically(policy.name, target_macs, seed=seed)
+        else:
             rows = play_episode(env, policy, seed)
             rows = [*rows, {**rows[-1], "final": True}]
             if policy.name == "fixed-offset":
                 _FIXED_OFFSET_RUNS[key] = rows
             return rows
-        else:
-            if key not in _FIXED_OFFSET_RUNS:
-                from prune_gym.baselines.registry import get_policy
-
-                run_maskoffset(env_id, get_policy(env_id, "fixed-offset"), seed, env_kwargs, eval_data)
-            target_macs = _FIXED_OFFSET_RUNS[key][-1]["macs"]
-            result = env.unwrapped.prune_statically(policy.name, target_macs, seed=seed)
     finally:
         env.close()
     return [result_row(policy.name, seed, result["reset"], cycle=0),

@@ -14,9 +14,9 @@ nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import time
 
 from summary_line import print_summary
+from timing import best_mean_seconds
 
 # (resolution, full width) of the three stages of a CIFAR ResNet.
 STAGES = ((32, 16), (16, 32), (8, 64))
@@ -31,15 +31,7 @@ def conv_microseconds(channels: int, size: int, channels_last: bool, calls: int,
         conv = conv.to(memory_format=torch.channels_last)
         image = image.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        for _ in range(20):
-            conv(image)
-        best = float("inf")
-        for _ in range(repeats):
-            started = time.perf_counter()
-            for _ in range(calls):
-                conv(image)
-            best = min(best, (time.perf_counter() - started) / calls)
-    return 1e6 * best
+        return 1e6 * best_mean_seconds(lambda: conv(image), calls, repeats, warmup=20)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import time
 
 from summary_line import print_summary
+from timing import best_mean_seconds
 
 
 def seconds_per_iteration(model, images, labels, precision: str, iterations: int, repeats: int) -> float:
@@ -39,15 +39,7 @@ def seconds_per_iteration(model, images, labels, precision: str, iterations: int
         loss.backward()
         optimizer.step()
 
-    for _ in range(2):
-        step()
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for _ in range(iterations):
-            step()
-        best = min(best, (time.perf_counter() - started) / iterations)
-    return best
+    return best_mean_seconds(step, iterations, repeats, warmup=2)
 
 
 def grouped_conv_ms(batch_size: int, channels: int, size: int, as_two_depthwise: bool, repeats: int) -> float:
@@ -72,15 +64,7 @@ def grouped_conv_ms(batch_size: int, channels: int, size: int, as_two_depthwise:
             output = F.conv2d(images, weight, padding=1, groups=channels // 2)
         output.sum().backward()
 
-    for _ in range(2):
-        run()
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for _ in range(5):
-            run()
-        best = min(best, (time.perf_counter() - started) / 5)
-    return 1000 * best
+    return 1000 * best_mean_seconds(run, 5, repeats, warmup=2)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -357,9 +357,14 @@ def static_masks(network: CifarResNet, scores: Sequence[torch.Tensor], keep_frac
     scores. Channels tied by residual additions (:func:`conv_groups`) are one group, scored by the
     sum of the tied layers' scores; a block's first convolution is a group of its own."""
     combined = _group_scores(network, scores)
-    counts = {key: rounded_count(max(1, math.ceil(keep_fraction * len(score) - 1e-9)), len(score), round_to)
-              for key, score in combined.items()}
-    return _masks_from_counts(network, combined, counts)
+    return _masks_from_counts(network, combined, _uniform_counts(combined, keep_fraction, round_to))
+
+
+def _uniform_counts(combined: dict[tuple[str, int], torch.Tensor], keep_fraction: float,
+                    round_to: int) -> dict[tuple[str, int], int]:
+    """Per group, ``ceil(keep_fraction · channels)`` (at least one), rounded by :func:`rounded_count`."""
+    return {key: rounded_count(max(1, math.ceil(keep_fraction * len(score) - 1e-9)), len(score), round_to)
+            for key, score in combined.items()}
 
 
 def masks_for_macs(network: CifarResNet, scores: Sequence[torch.Tensor], target_macs: float,
@@ -375,21 +380,26 @@ def masks_for_macs(network: CifarResNet, scores: Sequence[torch.Tensor], target_
     ``round_to`` channels at a time, the group with the smallest fraction kept first, while the
     network stays within the budget (:func:`_fill_to_budget`), so a static criterion competes at
     the FLOPs it is compared at."""
+    combined = _group_scores(network, scores)
+
     def macs_of(masks: list[torch.Tensor]) -> int:
         return count_macs(extract_resnet(network, masks), image_shape)
 
+    def uniform(fraction: float) -> list[torch.Tensor]:
+        return _masks_from_counts(network, combined, _uniform_counts(combined, fraction, round_to))
+
     low, high = 0.0, 1.0
-    masks = static_masks(network, scores, low, round_to)
+    masks = uniform(low)
     best = (masks, macs_of(masks))
     for _ in range(16):
         middle = (low + high) / 2
-        masks = static_masks(network, scores, middle, round_to)
+        masks = uniform(middle)
         macs = macs_of(masks)
         if macs <= target_macs:
             low, best = middle, (masks, macs)
         else:
             high = middle
-    return _fill_to_budget(network, _group_scores(network, scores), best, target_macs, macs_of, round_to)
+    return _fill_to_budget(network, combined, best, target_macs, macs_of, round_to)
 
 
 def _fill_to_budget(network: CifarResNet, combined: dict[tuple[str, int], torch.Tensor],
